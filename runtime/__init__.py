@@ -1,1 +1,36 @@
+"""The slim runtime: opens a model package and runs it with numpy, small helpers and ONE engine.
 
+It never imports torch, transformers, optimum or diffusers (a test enforces it), never unpickles and
+never touches the network. Typical use::
+
+    from mmedge import runtime
+    clip = runtime.load("pkg/", engine="onnxruntime")
+    print(clip.zero_shot("cat.jpg", ["a cat", "a dog"]).to_dict())
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mmedge.runtime.loader import RunInfo, load_runners
+from mmedge.runtime.manifest import SCHEMA_VERSION, Manifest
+from mmedge.runtime.package import Package, open_package, sha256_file
+from mmedge.runtime.pipelines import pipeline_class
+
+
+def load(path: str | Path, *, engine: str | None = None, device: str | None = None, variant: str | None = None,
+         verify: bool = True, options: dict | None = None) -> Any:
+    """Open a package and build its family's pipeline on the best engine the device plan allows.
+
+    ``engine`` forces one engine, ``device`` one device profile (default: detected), ``variant`` one
+    variant (e.g. ``fp32-static``); ``options`` override engine options (``num_threads``,
+    ``INFERENCE_PRECISION_HINT``...). The pipeline's ``ran`` says what was chosen and every fallback.
+    """
+    package = open_package(path, verify=verify)
+    cls = pipeline_class(package.manifest.family)
+    runners, ran = load_runners(package, engine=engine, device=device, variant=variant, options=options)
+    return cls(package, runners, ran)
+
+
+__all__ = ["load", "open_package", "Package", "Manifest", "RunInfo", "SCHEMA_VERSION", "sha256_file"]

@@ -1,1 +1,17 @@
+"""One pipeline per task family, looked up by the manifest's ``family`` and imported lazily."""
 
+from __future__ import annotations
+
+import importlib
+
+from mmedge.errors import UnknownFamilyError
+
+PIPELINES = {"clip": "mmedge.runtime.pipelines.clip:ClipPipeline"}
+
+
+def pipeline_class(family: str) -> type:
+    if family not in PIPELINES:
+        raise UnknownFamilyError(f"this mmedge has no runtime pipeline for family '{family}' "
+                                 f"(has: {', '.join(PIPELINES)}); upgrade mmedge")
+    module, name = PIPELINES[family].split(":")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,209 @@
+"""The ``mmedge`` command: thin subcommands over the public APIs.
+
+Heavy rooms are imported inside the commands that need them, so ``mmedge run`` on a device needs only
+the slim runtime. Every ``MmedgeError`` becomes one line on stderr and the error's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mmedge import __version__
+from mmedge.errors import MmedgeError, UsageError
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from mmedge.exporter.families import get_family
+
+    path = get_family(args.family).write_tiny(Path(args.out_dir))
+    print(f"wrote a tiny random-weight {args.family} model to {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mmedge.exporter.export import export
+
+    formats = _csv(args.formats) if args.formats else None
+    path = export(args.model, args.out_dir, family=args.family, formats=formats, static=args.static,
+                  device=args.device, revision=args.revision, log=_log)
+    print(f"package written to {path}")
+    return 0
+
+
+def _runtime_options(args: argparse.Namespace) -> dict:
+    options = {}
+    if args.threads:
+        options.update(num_threads=args.threads, intra_op_num_threads=args.threads)
+    if args.precision_hint:
+        options["INFERENCE_PRECISION_HINT"] = args.precision_hint
+    return options
+
+
+def _describe_ran(ran: dict) -> str:
+    parts = [f"engine {ran['engine']}", f"{ran['format']}/{ran['variant']}", f"device profile {ran['device']}"]
+    first = next(iter(ran["components"].values()), {})
+    if first.get("providers"):
+        parts.append("providers " + ",".join(first["providers"]))
+    if first.get("execution_devices"):
+        parts.append("devices " + ",".join(first["execution_devices"]))
+    if first.get("num_threads"):
+        parts.append(f"{first['version']}, {first['num_threads']} threads")
+    text = "ran: " + " · ".join(parts)
+    for f in ran["fallbacks"]:
+        text += f"\nfallback: {f.get('component', '') + ': ' if f.get('component') else ''}{f['what']}: {f['why']}"
+    return text
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mmedge import runtime
+
+    pipe = runtime.load(args.package, engine=args.engine, device=args.device, variant=args.variant,
+                        verify=not args.no_verify, options=_runtime_options(args))
+    if pipe.family != "clip":
+        raise UsageError(f"mmedge run has no task inputs for family '{pipe.family}' yet")
+    if args.image and args.labels:
+        result = pipe.zero_shot(args.image, _csv(args.labels), template=args.template).to_dict()
+        lines = [f"{r['prob']:.4f}  {r['label']}" for r in result["results"]]
+    elif args.images and args.query:
+        result = pipe.search(args.images, args.query, k=args.top_k).to_dict()
+        lines = [f"{r['score']:+.4f}  {r['image']}" for r in result["results"]]
+    elif args.text:
+        emb = pipe.embed_text([args.text])[0]
+        result = {"task": "text-embedding", "text": args.text, "embedding": emb.tolist(), "ran": pipe.ran.to_dict()}
+        lines = [f"text embedding ({emb.shape[0]} dims): " + " ".join(f"{v:+.4f}" for v in emb[:8]) + " ..."]
+    elif args.image:
+        emb = pipe.embed_images([args.image])[0]
+        result = {"task": "image-embedding", "image": args.image, "embedding": emb.tolist(), "ran": pipe.ran.to_dict()}
+        lines = [f"image embedding ({emb.shape[0]} dims): " + " ".join(f"{v:+.4f}" for v in emb[:8]) + " ..."]
+    else:
+        raise UsageError("give task inputs: --image X --labels 'a,b' (zero-shot), --images DIR --query Q "
+                         "(search), --text T or --image X (embeddings)")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(lines))
+        print(_describe_ran(result["ran"]))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from mmedge.runtime import open_package
+
+    package = open_package(args.package, verify=False)
+    m = package.manifest
+    problems = package.verify() if args.verify else []
+    if args.json:
+        print(json.dumps({"manifest": m.to_dict(), "verified": args.verify, "problems": problems}, indent=2))
+    else:
+        print(f"{package.root}: family {m.family}, task {m.task}, schema {m.schema_version}")
+        print(f"source: {m.source.get('model')} ({m.source.get('kind')}); created {m.created_utc}")
+        for comp in m.components.values():
+            print(f"component {comp.name}: {comp.description}")
+            for a in comp.artifacts:
+                ins = ", ".join(f"{t.name}:{t.dtype}{list(t.shape)}" for t in a.inputs)
+                ok = "parity ok" if a.parity.get("passed") else "parity not recorded"
+                worst = max((max(c["max_abs_diff"].values()) for c in a.parity.get("checks", [])), default=None)
+                print(f"  {a.format:8s} {a.variant:12s} {a.file}  [{ins}]  {ok}"
+                      + (f" (max abs diff {worst:.1e})" if worst is not None else ""))
+        if args.verify:
+            print("verify: " + ("all %d files intact" % len(m.files) if not problems else "; ".join(problems)))
+    return 3 if problems else 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from mmedge.devices import describe
+
+    info = describe(args.root)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    det = info["detected"]
+    print(f"detected: {det['profile']} (cores {det.get('cores')}, arch {det.get('arch')})")
+    for key, value in det.get("evidence", {}).items():
+        print(f"  evidence {key}: {value}")
+    for note in det.get("notes", []):
+        print(f"  note: {note}")
+    print("engines: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["engines"].items()))
+    print("profiles:")
+    for p in info["profiles"]:
+        routes = " -> ".join(f"{r['engine']}[{r['target']}]" for r in p["preferred"])
+        print(f"  {p['name']:12s} {p['title']}: {routes}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmedge", description="Export, package and run multimodal models on edge devices")
+    parser.add_argument("--version", action="version", version=f"mmedge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("tiny-model", help="write a small random-weight model of a family (offline)")
+    p.add_argument("family")
+    p.add_argument("out_dir")
+    p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("export", help="export a model to a verified package (ONNX, OpenVINO IR, TFLite)")
+    p.add_argument("model", help="local Hugging Face directory or hub id")
+    p.add_argument("out_dir")
+    p.add_argument("--family", help="model family (detected from config.json when omitted)")
+    p.add_argument("--formats", help="comma list of onnx,openvino,tflite (default: all)")
+    p.add_argument("--static", action="store_true", help="also write fixed-shape variants (NPU, phones)")
+    p.add_argument("--device", help="target device profile: formats and shapes it needs")
+    p.add_argument("--revision", help="hub revision")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("run", help="run a package on this device")
+    p.add_argument("package")
+    p.add_argument("--engine", choices=["onnxruntime", "openvino", "litert"])
+    p.add_argument("--device", help="device profile (default: detected)")
+    p.add_argument("--variant", help="package variant, e.g. fp32 or fp32-static")
+    p.add_argument("--threads", type=int, help="engine threads (default: all cores)")
+    p.add_argument("--precision-hint", help="OpenVINO INFERENCE_PRECISION_HINT (default f32)")
+    p.add_argument("--no-verify", action="store_true", help="skip checksum verification on open")
+    p.add_argument("--json", action="store_true", help="print results and what ran as JSON")
+    p.add_argument("--image", help="image file (zero-shot with --labels, else an image embedding)")
+    p.add_argument("--labels", help="comma-separated labels for zero-shot classification")
+    p.add_argument("--template", default="{}", help="label template, e.g. 'a photo of {}'")
+    p.add_argument("--text", help="text to embed")
+    p.add_argument("--images", help="folder of images to search")
+    p.add_argument("--query", help="text query for --images")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("info", help="summarise a package; --verify checks every checksum")
+    p.add_argument("package")
+    p.add_argument("--verify", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("devices", help="device profiles and the detected device")
+    p.add_argument("--root", default="/", help="read device files under this root (testing)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_devices)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MmedgeError as e:
+        print(f"mmedge: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("mmedge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""``export()``: one family spec → every component in every requested format → parity → package.
+
+Per format the variants are: ONNX and OpenVINO ``fp32`` (dynamic shapes) plus ``fp32-static`` with
+``static=True``; TFLite is always ``fp32-static`` (LiteRT graphs have fixed shapes). Nothing is written
+to ``out_dir`` unless every file passed its parity check (see ``package_writer``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from mmedge.devices import profile as device_profile
+from mmedge.errors import UsageError
+from mmedge.exporter import package_writer, parity
+from mmedge.exporter.converters import Converted
+from mmedge.exporter.converters import onnx as onnx_conv
+from mmedge.exporter.converters import openvino as ov_conv
+from mmedge.exporter.converters import tflite as tflite_conv
+from mmedge.exporter.families import detect_family, get_family
+from mmedge.exporter.families.base import ComponentSpec
+from mmedge.exporter.source import resolve
+from mmedge.runtime.manifest import FORMATS, Artifact, Component, Manifest
+
+TOOLS = ("mmedge", "torch", "transformers", "tokenizers", "onnx", "onnxruntime", "openvino", "litert-torch",
+         "ai-edge-litert")
+EXTENSIONS = {"onnx": "onnx", "openvino": "xml", "tflite": "tflite"}
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in TOOLS:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _variants(fmt: str, static: bool) -> list[tuple[str, bool]]:
+    if fmt == "tflite":
+        return [("fp32-static", True)]
+    return [("fp32", False)] + ([("fp32-static", True)] if static else [])
+
+
+def _convert(fmt: str, spec: ComponentSpec, path: Path, static: bool, onnx_files: dict) -> Converted:
+    if fmt == "onnx":
+        converted = onnx_conv.convert(spec, path, static=static)
+        onnx_files[(spec.name, static)] = converted.file
+        return converted
+    if fmt == "openvino":
+        return ov_conv.convert(spec, path, static=static, onnx_file=onnx_files.get((spec.name, static)))
+    return tflite_conv.convert(spec, path)
+
+
+def export(model: str | Path, out_dir: str | Path, *, family: str | None = None,
+           formats: Sequence[str] | None = None, static: bool = False, device: str | None = None,
+           revision: str | None = None, log: Callable[[str], None] = lambda _m: None) -> Path:
+    """Export ``model`` (HF dir or hub id) into a verified package at ``out_dir``; returns its path."""
+    if device is not None:
+        prof = device_profile(device)
+        formats = formats or list(dict.fromkeys(r.format for r in prof.preferred))
+        static = static or prof.static_shapes
+    formats = list(formats or FORMATS)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UsageError(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    source = resolve(model, revision=revision)
+    spec = get_family(family) if family else detect_family(source.config)
+    log(f"loading {spec.name} model from {source.directory}")
+    loaded = spec.load(source.directory)
+    components: dict[str, list[Artifact]] = {}
+    with package_writer.staging(out_dir) as stage:
+        onnx_files: dict = {}
+        for fmt in sorted(formats, key=FORMATS.index):  # ONNX first: OpenVINO converts from it
+            for variant, is_static in _variants(fmt, static):
+                for comp in loaded.components:
+                    rel = f"{comp.name}/{fmt}-{variant}/model.{EXTENSIONS[fmt]}"
+                    (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                    log(f"exporting {comp.name} -> {fmt}/{variant}")
+                    conv = _convert(fmt, comp, stage / rel, is_static, onnx_files)
+                    artifact = Artifact(format=fmt, variant=variant, precision="fp32", static=is_static, file=rel,
+                                        extra_files=tuple(p.relative_to(stage).as_posix() for p in conv.extra_files),
+                                        inputs=conv.inputs, outputs=conv.outputs)
+                    record = parity.check(comp, artifact, stage / rel)
+                    worst = max(max(c["max_abs_diff"].values()) for c in record["checks"])
+                    log(f"  parity vs PyTorch on {record['engine']}: max abs diff {worst:.2e} (tolerance {comp.atol})")
+                    components.setdefault(comp.name, []).append(
+                        Artifact(**{**artifact.__dict__, "parity": record}))
+        for rel, content in loaded.files.items():
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            (stage / rel).write_bytes(content)
+        manifest = Manifest(
+            family=loaded.family, task=loaded.task,
+            components={c.name: Component(c.name, c.description, tuple(components[c.name])) for c in loaded.components},
+            source=source.to_dict(), tools=tool_versions(),
+            created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            preprocessing=loaded.preprocessing, postprocessing=loaded.postprocessing, generation=loaded.generation)
+        return package_writer.commit(stage, out_dir, manifest)

@@ -1,0 +1,71 @@
+"""What a family spec declares: its components, how to build them from the loaded model, their I/O
+contracts with named dynamic dimensions, sample inputs at several shapes, tolerances, and the
+pre/post-processing parameters the runtime pipeline needs. Converters and parity checks are generic
+and only read these declarations (the optimum-onnx model-config idea, kept small)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class TensorDecl:
+    """A tensor of a component: ``dims`` are ints (fixed by the model) or names of dynamic dimensions."""
+
+    name: str
+    dtype: str
+    dims: tuple[int | str, ...]
+
+    def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        return tuple(d if isinstance(d, int) else sizes[d] for d in self.dims)
+
+
+@dataclass
+class ComponentSpec:
+    """One exported graph. ``module`` has a forward with *named* parameters (dynamo/litert-torch need
+    them) that returns a dict of the declared outputs. ``sample(sizes, seed)`` builds matching inputs."""
+
+    name: str
+    description: str
+    module: torch.nn.Module
+    inputs: tuple[TensorDecl, ...]
+    outputs: tuple[TensorDecl, ...]
+    sample: Callable[[dict[str, int], int], dict[str, torch.Tensor]]
+    export_sizes: dict[str, int]
+    second_sizes: dict[str, int]
+    static_sizes: dict[str, int]
+    atol: float = 1e-4
+
+
+@dataclass
+class LoadedFamily:
+    """A family spec applied to one model: components plus everything the runtime reads from the manifest."""
+
+    family: str
+    task: str
+    components: list[ComponentSpec]
+    preprocessing: dict[str, Any]
+    postprocessing: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)  # package-relative name -> content (tokenizer...)
+    generation: dict[str, Any] = field(default_factory=dict)
+
+
+class FamilySpec:
+    """Base of every family spec: detection from a HF config, loading, and a tiny offline model."""
+
+    name: str = ""
+    task: str = ""
+    model_types: tuple[str, ...] = ()
+
+    def matches(self, config: dict) -> bool:
+        return config.get("model_type") in self.model_types
+
+    def load(self, model_dir: Path) -> LoadedFamily:
+        raise NotImplementedError
+
+    def write_tiny(self, out_dir: Path) -> Path:
+        raise NotImplementedError

@@ -1,0 +1,52 @@
+"""Where a model comes from: a local Hugging Face directory or a hub id (downloaded with
+huggingface_hub for users who have the network). Recorded in the manifest with a hash of the config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmedge.errors import ExportError
+
+
+@dataclass
+class ModelSource:
+    model: str
+    kind: str
+    directory: Path
+    revision: str | None
+    config: dict
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "kind": self.kind, "revision": self.revision,
+                "config_sha256": hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()}
+
+
+def resolve(model: str | Path, *, revision: str | None = None) -> ModelSource:
+    """A local HF directory as is; anything else that looks like ``owner/name`` is fetched from the hub."""
+    path = Path(model)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ExportError(f"{path} has no config.json: give a Hugging Face model directory "
+                              "(or create one with `mmedge tiny-model FAMILY DIR`)")
+        return ModelSource(str(model), "hf-dir", path, revision, _read_config(path))
+    if str(model).count("/") != 1 or str(model).startswith(("/", ".")):
+        raise ExportError(f"{model} is neither an existing directory nor a Hugging Face hub id like 'openai/clip-vit-base-patch32'")
+    try:
+        from huggingface_hub import snapshot_download
+
+        directory = Path(snapshot_download(str(model), revision=revision,
+                                           allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except Exception as e:  # offline, unknown repo, gated model...
+        raise ExportError(f"cannot download '{model}' from the Hugging Face hub ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:200]}); check the id and your network, or pass a local directory") from None
+    return ModelSource(str(model), "hf-hub", directory, revision, _read_config(directory))
+
+
+def _read_config(directory: Path) -> dict:
+    try:
+        return json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{directory / 'config.json'} is not readable JSON: {e}") from None

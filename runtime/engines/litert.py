@@ -1,0 +1,69 @@
+"""LiteRT engine via ``ai-edge-litert``; ``tflite-runtime`` only as a fallback for float files.
+
+``tflite-runtime`` 2.14 returns wrong numbers without any error on dynamic-int8 transformer files, so
+it is refused for int8/int4 artifacts rather than allowed to produce garbage. The interpreter is
+single-threaded unless told otherwise, so ``num_threads`` is always passed (default: all cores).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mmedge.errors import EngineUnavailableError, InputError, PackageError
+from mmedge.runtime.engines.base import EngineSession
+
+SAFE_ON_TFLITE_RUNTIME = {"fp32", "fp16"}
+
+
+def _interpreter_class(precision: str) -> tuple[type, str, list[dict]]:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        import ai_edge_litert
+
+        return Interpreter, f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '')}".strip(), []
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+    except ImportError:
+        raise EngineUnavailableError("engine 'litert' needs 'ai-edge-litert' (or, for float files only, "
+                                     "'tflite-runtime'); install it with: pip install 'mmedge[litert]'") from None
+    if precision not in SAFE_ON_TFLITE_RUNTIME:
+        raise EngineUnavailableError(f"tflite-runtime gives wrong results on {precision} files; install "
+                                     "ai-edge-litert (pip install 'mmedge[litert]') or use a fp32/fp16 variant")
+    return Interpreter, "tflite-runtime", [{"what": "ai-edge-litert", "why": "not installed; using tflite-runtime"}]
+
+
+class LiteRtSession(EngineSession):
+    engine = "litert"
+
+    def __init__(self, path: Path, precision: str, options: dict):
+        interpreter_cls, runtime_name, fallbacks = _interpreter_class(precision)
+        threads = int(options.get("num_threads") or os.cpu_count() or 1)
+        try:
+            self._interpreter = interpreter_cls(model_path=str(path), num_threads=threads)
+            self._runner = self._interpreter.get_signature_runner()
+        except (ValueError, RuntimeError) as e:
+            raise PackageError(f"LiteRT cannot load {path}: {str(e).splitlines()[0][:300]}; "
+                               "the file is damaged or not a .tflite model: re-export the package") from None
+        self._info = {"engine": self.engine, "version": runtime_name, "num_threads": threads,
+                      "delegate": options.get("delegate", "xnnpack"),
+                      "options": dict(options), "fallbacks": fallbacks}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outs = self._runner(**feeds)
+        except (ValueError, RuntimeError) as e:
+            raise InputError(f"LiteRT rejected the inputs: {str(e).splitlines()[0][:300]}") from None
+        return {k: np.array(v, copy=True) for k, v in outs.items()}
+
+    @property
+    def info(self) -> dict:
+        return dict(self._info)
+
+
+def load(path: Path, *, precision: str, options: dict) -> LiteRtSession:
+    return LiteRtSession(path, precision, options)

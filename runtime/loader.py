@@ -1,0 +1,75 @@
+"""Turns a package + device plan into loaded component runners, recording every fallback on the way.
+
+The planner (``mmedge.devices``) orders the (format, variant, engine, options) choices for the device;
+here each choice is tried in turn until every component of the package loads on it. Each choice that
+fails is kept in ``RunInfo.fallbacks`` with the reason, so a result can always say what really ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mmedge.devices import ArtifactRef, detect, plan
+from mmedge.errors import EngineUnavailableError, PackageError
+from mmedge.runtime.engines.base import open_session
+from mmedge.runtime.package import Package
+from mmedge.runtime.runner import ComponentRunner
+
+
+@dataclass
+class RunInfo:
+    """What ran: the device profile, engine, format, variant, and per component what the engine reports."""
+
+    device: str
+    engine: str
+    format: str
+    variant: str
+    precision: str
+    options: dict
+    components: dict[str, dict] = field(default_factory=dict)
+    fallbacks: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "engine": self.engine, "format": self.format, "variant": self.variant,
+                "precision": self.precision, "options": self.options, "components": self.components,
+                "fallbacks": self.fallbacks}
+
+
+def load_runners(package: Package, *, engine: str | None = None, device: str | None = None,
+                 variant: str | None = None, options: dict | None = None) -> tuple[dict[str, ComponentRunner], RunInfo]:
+    """Load every component of ``package`` on the first workable choice of the device plan.
+
+    ``options`` are merged over the planner's options for the chosen engine (e.g. a user's
+    ``INFERENCE_PRECISION_HINT`` or ``num_threads``).
+    """
+    target = device if device is not None else detect()  # a DetectedDevice carries cores and the CPU's int8 ISA
+    device_name = device or target.profile
+    refs = [ArtifactRef(format=f, variant=v, precision=p, static=s) for f, v, p, s in package.manifest.variants()]
+    if variant and variant not in {r.variant for r in refs}:
+        raise PackageError(f"variant '{variant}' is not in this package (has: "
+                           f"{', '.join(sorted({r.variant for r in refs}))}); export it or pick another")
+    the_plan = plan(refs, target, engine=engine, variant=variant)
+    fallbacks = [{"what": what, "why": why} for what, why in the_plan.skipped]
+    the_plan.require()
+    for choice in the_plan.choices:
+        merged = {**choice.to_dict()["options"], **(options or {})}
+        runners: dict[str, ComponentRunner] = {}
+        try:
+            for name, component in package.manifest.components.items():
+                artifact = component.find(choice.format, choice.variant)
+                if artifact is None:
+                    raise PackageError(f"component '{name}' has no {choice.format}/{choice.variant} artifact")
+                session = open_session(choice.engine, package.artifact_path(artifact),
+                                       precision=artifact.precision, options=merged)
+                runners[name] = ComponentRunner(name, artifact, session)
+        except (EngineUnavailableError, PackageError) as e:
+            fallbacks.append({"what": f"{choice.format}/{choice.variant} on {choice.engine}", "why": str(e)})
+            continue
+        info = RunInfo(device=device_name, engine=choice.engine, format=choice.format, variant=choice.variant,
+                       precision=choice.precision, options=merged,
+                       components={n: r.session.info for n, r in runners.items()}, fallbacks=fallbacks)
+        for n, r in runners.items():
+            info.fallbacks.extend({"component": n, **f} for f in r.session.info.get("fallbacks", []))
+        return runners, info
+    raise EngineUnavailableError("no choice of the device plan could load this package: "
+                                 + "; ".join(f"{f['what']}: {f['why']}" for f in fallbacks))

@@ -1,0 +1,185 @@
+"""The model package manifest (`mmedge.json`): the contract between the exporter and the runtime.
+
+Both sides use these classes: the exporter builds them and writes ``to_dict()``; the runtime reads the
+JSON back with ``Manifest.from_dict`` which validates every field it relies on, so a damaged or foreign
+manifest fails here with a ``PackageError`` instead of deep inside an engine.
+
+Schema version 1 (changes must bump ``SCHEMA_VERSION`` and update the exporter and runtime together)::
+
+    schema_version: 1
+    family, task: str                      # e.g. "clip", "zero-shot-image-classification"
+    source: {model, kind, revision, config_sha256}
+    tools: {name: version}                 # mmedge, torch, transformers, onnx, openvino, litert-torch ...
+    created_utc: str
+    components: {name: {description, artifacts: [Artifact]}}
+    preprocessing, postprocessing, generation: free-form dicts owned by the family
+    files: {relative path: sha256}         # every file of the package except mmedge.json
+
+    Artifact: {format, variant, precision, static, file, extra_files, inputs, outputs, parity}
+    TensorSpec: {name, engine_name, dtype, shape}   # shape: ints (fixed) or strings (named dynamic dims)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mmedge.errors import PackageError, SchemaVersionError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "mmedge.json"
+FORMATS = ("onnx", "openvino", "tflite")
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
+DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
+
+
+def _require(d: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(d, dict) or key not in d:
+        raise PackageError(f"manifest: {where} lacks '{key}'; re-export the package with `mmedge export`")
+    value = d[key]
+    if not isinstance(value, kind):
+        raise PackageError(f"manifest: {where}.{key} has the wrong type ({type(value).__name__}); re-export the package")
+    return value
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: its logical name (what pipelines use), the engine's name and its contract."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+    engine_name: str = ""
+
+    @property
+    def bound_name(self) -> str:
+        return self.engine_name or self.name
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> TensorSpec:
+        dtype = _require(d, "dtype", str, where)
+        if dtype not in DTYPES:
+            raise PackageError(f"manifest: {where} has unknown dtype '{dtype}' (known: {', '.join(DTYPES)})")
+        shape = _require(d, "shape", list, where)
+        if not all(isinstance(s, (int, str)) for s in shape):
+            raise PackageError(f"manifest: {where}.shape must hold ints or dimension names")
+        return cls(name=_require(d, "name", str, where), dtype=dtype, shape=tuple(shape),
+                   engine_name=d.get("engine_name", "") or "")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "engine_name": self.engine_name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One exported file of a component in one format and variant (precision + shape mode)."""
+
+    format: str
+    variant: str
+    precision: str
+    static: bool
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    extra_files: tuple[str, ...] = ()
+    parity: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> Artifact:
+        fmt = _require(d, "format", str, where)
+        if fmt not in FORMATS:
+            raise PackageError(f"manifest: {where} has unknown format '{fmt}' (known: {', '.join(FORMATS)})")
+        precision = _require(d, "precision", str, where)
+        if precision not in PRECISIONS:
+            raise PackageError(f"manifest: {where} has unknown precision '{precision}'")
+        return cls(
+            format=fmt,
+            variant=_require(d, "variant", str, where),
+            precision=precision,
+            static=bool(_require(d, "static", bool, where)),
+            file=_require(d, "file", str, where),
+            extra_files=tuple(d.get("extra_files", [])),
+            inputs=tuple(TensorSpec.from_dict(t, f"{where}.inputs[{i}]")
+                         for i, t in enumerate(_require(d, "inputs", list, where))),
+            outputs=tuple(TensorSpec.from_dict(t, f"{where}.outputs[{i}]")
+                          for i, t in enumerate(_require(d, "outputs", list, where))),
+            parity=dict(d.get("parity", {})),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "format": self.format, "variant": self.variant, "precision": self.precision, "static": self.static,
+            "file": self.file, "extra_files": list(self.extra_files),
+            "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
+            "parity": self.parity,
+        }
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    description: str
+    artifacts: tuple[Artifact, ...]
+
+    def find(self, fmt: str, variant: str) -> Artifact | None:
+        return next((a for a in self.artifacts if a.format == fmt and a.variant == variant), None)
+
+
+@dataclass
+class Manifest:
+    family: str
+    task: str
+    components: dict[str, Component]
+    source: dict = field(default_factory=dict)
+    tools: dict = field(default_factory=dict)
+    created_utc: str = ""
+    preprocessing: dict = field(default_factory=dict)
+    postprocessing: dict = field(default_factory=dict)
+    generation: dict = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Manifest:
+        if not isinstance(d, dict):
+            raise PackageError("manifest: mmedge.json is not a JSON object; re-export the package")
+        version = _require(d, "schema_version", int, "manifest")
+        if version != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"manifest schema_version {version} is not supported by this mmedge (reads {SCHEMA_VERSION}); "
+                + ("upgrade mmedge" if version > SCHEMA_VERSION else "re-export the package with this mmedge"))
+        components = {}
+        for name, c in _require(d, "components", dict, "manifest").items():
+            where = f"components.{name}"
+            arts = _require(c, "artifacts", list, where)
+            components[name] = Component(
+                name=name, description=str(c.get("description", "")),
+                artifacts=tuple(Artifact.from_dict(a, f"{where}.artifacts[{i}]") for i, a in enumerate(arts)))
+        if not components:
+            raise PackageError("manifest: the package has no components; re-export it")
+        files = _require(d, "files", dict, "manifest")
+        for rel, digest in files.items():
+            if not isinstance(digest, str) or len(digest) != 64:
+                raise PackageError(f"manifest: files['{rel}'] is not a sha256 hex digest; re-export the package")
+        return cls(
+            family=_require(d, "family", str, "manifest"), task=_require(d, "task", str, "manifest"),
+            components=components, source=dict(d.get("source", {})), tools=dict(d.get("tools", {})),
+            created_utc=str(d.get("created_utc", "")), preprocessing=dict(d.get("preprocessing", {})),
+            postprocessing=dict(d.get("postprocessing", {})), generation=dict(d.get("generation", {})),
+            files=dict(files), schema_version=version)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["components"] = {n: {"description": c.description, "artifacts": [a.to_dict() for a in c.artifacts]}
+                           for n, c in self.components.items()}
+        order = ["schema_version", "family", "task", "source", "tools", "created_utc", "components",
+                 "preprocessing", "postprocessing", "generation", "files"]
+        return {k: d[k] for k in order}
+
+    def variants(self) -> list[tuple[str, str, str, bool]]:
+        """(format, variant, precision, static) offered by *every* component, in manifest order."""
+        per_component = [{(a.format, a.variant, a.precision, a.static) for a in c.artifacts}
+                         for c in self.components.values()]
+        common = set.intersection(*per_component)
+        first = next(iter(self.components.values()))
+        return [k for k in ((a.format, a.variant, a.precision, a.static) for a in first.artifacts) if k in common]

@@ -1,0 +1,90 @@
+"""Reading a model package from disk: manifest, safe paths and checksums.
+
+The runtime never trusts a package blindly: every path in the manifest must stay inside the package
+directory, and by default every file's sha256 is checked on open (``verify=False`` skips it, for speed,
+when the caller knows the files are intact). Nothing here unpickles or touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmedge.errors import ChecksumError, PackageError
+from mmedge.runtime.manifest import MANIFEST_NAME, Artifact, Manifest
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks so large weights never sit in memory twice."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Package:
+    """An opened package: its root directory and its validated manifest."""
+
+    root: Path
+    manifest: Manifest
+
+    def path(self, rel: str) -> Path:
+        """Absolute path of a file named in the manifest; refuses paths that escape the package."""
+        candidate = (self.root / rel).resolve()
+        if Path(rel).is_absolute() or not candidate.is_relative_to(self.root.resolve()):
+            raise PackageError(f"manifest path '{rel}' points outside the package {self.root}; "
+                               "the package is damaged or hostile: re-export it")
+        return candidate
+
+    def artifact_path(self, artifact: Artifact) -> Path:
+        p = self.path(artifact.file)
+        if not p.is_file():
+            raise PackageError(f"package file {p} is missing; re-export the package or copy it completely")
+        return p
+
+    def verify(self) -> list[str]:
+        """Problems found (missing files, checksum mismatches); an empty list means intact."""
+        problems = []
+        for rel, digest in sorted(self.manifest.files.items()):
+            p = self.path(rel)
+            if not p.is_file():
+                problems.append(f"missing: {rel}")
+            elif sha256_file(p) != digest:
+                problems.append(f"checksum mismatch: {rel}")
+        for component in self.manifest.components.values():
+            for a in component.artifacts:
+                for rel in (a.file, *a.extra_files):
+                    if rel not in self.manifest.files:
+                        problems.append(f"not covered by a checksum: {rel}")
+        return problems
+
+
+def open_package(path: str | Path, *, verify: bool = True) -> Package:
+    """Open and validate a package directory; with ``verify`` every file's sha256 is checked."""
+    root = Path(path)
+    if not root.is_dir():
+        raise PackageError(f"{root} is not a model package directory; create one with `mmedge export MODEL {root}`")
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise PackageError(f"{root} has no {MANIFEST_NAME}: not an mmedge package (or an export that did not "
+                           f"finish); run `mmedge export MODEL {root}` again")
+    try:
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PackageError(f"{manifest_path} is not valid JSON ({e}); the package is damaged: re-export it") from None
+    package = Package(root=root, manifest=Manifest.from_dict(data))
+    for rel in package.manifest.files:
+        package.path(rel)  # path-escape check even when checksums are skipped
+    if verify:
+        problems = package.verify()
+        if problems:
+            raise ChecksumError(f"package {root} failed verification: {'; '.join(problems[:5])}"
+                                f"{' ...' if len(problems) > 5 else ''}. Re-export or re-copy the package "
+                                "(or open with verify=False at your own risk)")
+    return package
