@@ -52,6 +52,8 @@ class Plan:
     choices: list[PlanChoice]
     skipped: list[tuple[str, str]]
     fixes: list[str] = field(default_factory=list)    # what would make more (or anything) runnable
+    # Artifacts no considered route runs (another format, or excluded by --engine): not fallbacks, just unused.
+    unused: list[tuple[str, str]] = field(default_factory=list)
 
     def require(self) -> Plan:
         """This plan if it has a choice; otherwise ``EngineUnavailableError`` saying what to install or export."""
@@ -62,7 +64,8 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "choices": [c.to_dict() for c in self.choices],
-                "skipped": [list(s) for s in self.skipped], "fixes": list(self.fixes)}
+                "skipped": [list(s) for s in self.skipped], "fixes": list(self.fixes),
+                "unused": [list(s) for s in self.unused]}
 
 
 def _precisions(route: Route, prof: DeviceProfile) -> list[str]:
@@ -151,9 +154,9 @@ def plan(artifacts: Sequence[ArtifactRef], device: DeviceProfile | DetectedDevic
 
     for art in arts:
         if id(art) not in used:
-            result.skipped.append((f"{art.format}/{art.variant}",
-                                   f"no {engine or ''}{' ' if engine else ''}route of {prof.name} runs "
-                                   f"{art.precision} {art.format}"))
+            result.unused.append((f"{art.format}/{art.variant}",
+                                  f"no {engine or ''}{' ' if engine else ''}route of {prof.name} runs "
+                                  f"{art.precision} {art.format}"))
     if not result.choices:
         missing = [r for r in routes if not any(a.format == r.format for a in arts)]
         wanted = [r.format for r in missing if avail.get(r.engine)] or [r.format for r in missing]

@@ -279,4 +279,4 @@ def test_plan_to_dict_is_json() -> None:
     p = plan(arts("onnx:fp32", "openvino:fp32"), "jetson-orin", available={"onnxruntime": False}, cores=2)
     d = json.loads(json.dumps(p.to_dict()))
     assert d["device"] == "jetson-orin" and d["choices"] == [] and d["skipped"] and d["fixes"]
-    assert any(s[0] == "openvino/fp32" for s in d["skipped"])
+    assert any(s[0] == "openvino/fp32" for s in d["unused"])

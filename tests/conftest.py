@@ -1,0 +1,43 @@
+"""Shared fixtures: one tiny CLIP model and one package exported from it (all formats, static too),
+built once per test session because export + parity takes ~20 s. Tests that modify a package copy it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    from mmedge.exporter.families.clip_tiny import write_tiny_clip
+
+    return write_tiny_clip(tmp_path_factory.mktemp("tiny-clip") / "model")
+
+
+@pytest.fixture(scope="session")
+def clip_package(tiny_clip_dir, tmp_path_factory) -> Path:
+    from mmedge.exporter.export import export
+
+    return export(tiny_clip_dir, tmp_path_factory.mktemp("pkg") / "clip", static=True)
+
+
+@pytest.fixture
+def package_copy(clip_package, tmp_path) -> Path:
+    dst = tmp_path / "clip-copy"
+    shutil.copytree(clip_package, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> Path:
+    """Real photos bundled with scikit-image, as JPEG files of different sizes."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("astronaut", "chelsea", "coffee", "rocket", "camera"):
+        Image.fromarray(np.asarray(getattr(data, name)())).save(folder / f"{name}.jpg", quality=92)
+    return folder

@@ -1,0 +1,124 @@
+"""The package contract: manifest round trip, checksums, schema versions, hostile paths, atomic writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mmedge.errors import ChecksumError, ExportError, PackageError, SchemaVersionError
+from mmedge.exporter import package_writer
+from mmedge.runtime import SCHEMA_VERSION, open_package
+from mmedge.runtime.manifest import MANIFEST_NAME, Manifest
+
+
+def _edit_manifest(pkg: Path, edit) -> None:
+    path = pkg / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_manifest_records_the_contract(clip_package):
+    m = open_package(clip_package).manifest
+    assert m.schema_version == SCHEMA_VERSION and m.family == "clip"
+    assert set(m.components) == {"text", "vision"}
+    assert {"torch", "transformers", "onnx", "openvino", "litert-torch"} <= set(m.tools)
+    assert m.source["kind"] == "hf-dir" and len(m.source["config_sha256"]) == 64
+    formats = {(a.format, a.variant) for a in m.components["text"].artifacts}
+    assert formats == {("onnx", "fp32"), ("onnx", "fp32-static"), ("openvino", "fp32"),
+                       ("openvino", "fp32-static"), ("tflite", "fp32-static")}
+    for comp in m.components.values():
+        for a in comp.artifacts:
+            assert a.parity["passed"] and a.parity["reference"] == "pytorch"
+            assert len(a.parity["checks"]) == 2
+            if not a.static:  # dynamic graphs are checked at a second batch/sequence size
+                assert a.parity["checks"][0]["sizes"] != a.parity["checks"][1]["sizes"]
+            for rel in (a.file, *a.extra_files):
+                assert rel in m.files
+    text_onnx = m.components["text"].find("onnx", "fp32")
+    assert text_onnx.inputs[0].shape == ("batch", "sequence")
+    assert m.components["text"].find("tflite", "fp32-static").inputs[0].dtype == "int32"
+    assert m.preprocessing["text"]["tokenizer_file"] in m.files
+    assert Manifest.from_dict(m.to_dict()).to_dict() == m.to_dict()
+
+
+def test_verify_detects_one_tampered_byte(package_copy):
+    assert open_package(package_copy).verify() == []
+    target = package_copy / "vision" / "onnx-fp32" / "model.onnx"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="checksum mismatch: vision/onnx-fp32/model.onnx"):
+        open_package(package_copy)
+    open_package(package_copy, verify=False)  # explicit opt-out still opens
+
+
+def test_missing_file_is_reported(package_copy):
+    (package_copy / "text" / "tflite-fp32-static" / "model.tflite").unlink()
+    with pytest.raises(ChecksumError, match="missing: text/tflite-fp32-static/model.tflite"):
+        open_package(package_copy)
+
+
+@pytest.mark.parametrize("version", [0, SCHEMA_VERSION + 1])
+def test_unknown_schema_version_is_refused(package_copy, version):
+    _edit_manifest(package_copy, lambda d: d.update(schema_version=version))
+    with pytest.raises(SchemaVersionError, match="schema_version"):
+        open_package(package_copy, verify=False)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.pop("components"), "lacks 'components'"),
+    (lambda d: d.pop("files"), "lacks 'files'"),
+    (lambda d: d["components"]["text"]["artifacts"][0].update(format="coreml"), "unknown format"),
+    (lambda d: d["components"]["text"]["artifacts"][0]["inputs"][0].update(dtype="complex64"), "unknown dtype"),
+    (lambda d: d.update(family=3), "wrong type"),
+])
+def test_malformed_manifest_is_a_package_error(package_copy, edit, message):
+    _edit_manifest(package_copy, edit)
+    with pytest.raises(PackageError, match=message):
+        open_package(package_copy, verify=False)
+
+
+def test_path_escaping_the_package_is_refused(package_copy):
+    def escape(d):
+        d["files"]["../outside.onnx"] = "0" * 64
+    _edit_manifest(package_copy, escape)
+    with pytest.raises(PackageError, match="outside the package"):
+        open_package(package_copy, verify=False)
+
+
+def test_not_json_and_not_a_package(tmp_path, package_copy):
+    with pytest.raises(PackageError, match="not a model package directory"):
+        open_package(tmp_path / "nope")
+    with pytest.raises(PackageError, match="no mmedge.json"):
+        open_package(tmp_path)
+    (package_copy / MANIFEST_NAME).write_bytes(b"\x00\xff{")
+    with pytest.raises(PackageError, match="not valid JSON"):
+        open_package(package_copy)
+
+
+def test_failed_write_leaves_no_package_and_keeps_the_old_one(clip_package, package_copy, tmp_path):
+    before = (package_copy / MANIFEST_NAME).read_bytes()
+    with pytest.raises(RuntimeError):
+        with package_writer.staging(package_copy) as stage:
+            (stage / "half-written.onnx").write_bytes(b"partial")
+            raise RuntimeError("killed mid-export")
+    assert (package_copy / MANIFEST_NAME).read_bytes() == before
+    assert not [p for p in package_copy.parent.iterdir() if ".staging-" in p.name]
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RuntimeError):
+        with package_writer.staging(fresh) as stage:
+            raise RuntimeError("killed")
+    assert not fresh.exists()
+
+
+def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(ExportError, match="not an mmedge package"):
+        with package_writer.staging(foreign):
+            pass
+    assert (foreign / "holiday.jpg").exists()
