@@ -51,6 +51,7 @@ def load_runners(package: Package, *, engine: str | None = None, device: str | N
     the_plan = plan(refs, target, engine=engine, variant=variant)
     fallbacks = [{"what": what, "why": why} for what, why in the_plan.skipped]
     the_plan.require()
+    failures: list[Exception] = []
     for choice in the_plan.choices:
         merged = {**choice.to_dict()["options"], **(options or {})}
         runners: dict[str, ComponentRunner] = {}
@@ -63,6 +64,7 @@ def load_runners(package: Package, *, engine: str | None = None, device: str | N
                                        precision=artifact.precision, options=merged)
                 runners[name] = ComponentRunner(name, artifact, session)
         except (EngineUnavailableError, PackageError) as e:
+            failures.append(e)
             fallbacks.append({"what": f"{choice.format}/{choice.variant} on {choice.engine}", "why": str(e)})
             continue
         info = RunInfo(device=device_name, engine=choice.engine, format=choice.format, variant=choice.variant,
@@ -71,5 +73,7 @@ def load_runners(package: Package, *, engine: str | None = None, device: str | N
         for n, r in runners.items():
             info.fallbacks.extend({"component": n, **f} for f in r.session.info.get("fallbacks", []))
         return runners, info
-    raise EngineUnavailableError("no choice of the device plan could load this package: "
-                                 + "; ".join(f"{f['what']}: {f['why']}" for f in fallbacks))
+    # Only damaged files: a package problem (re-export); otherwise the engines/devices are the problem.
+    error = PackageError if all(isinstance(e, PackageError) for e in failures) else EngineUnavailableError
+    raise error("no choice of the device plan could load this package: "
+                + "; ".join(f"{f['what']}: {f['why']}" for f in fallbacks))

@@ -122,3 +122,20 @@ def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
         with package_writer.staging(foreign):
             pass
     assert (foreign / "holiday.jpg").exists()
+
+
+@pytest.mark.parametrize("engine, variant, rel", [
+    ("onnxruntime", "fp32", "text/onnx-fp32/model.onnx"),
+    ("openvino", "fp32", "text/openvino-fp32/model.xml"),
+    ("openvino", "fp32", "text/openvino-fp32/model.bin"),
+    ("litert", "fp32-static", "text/tflite-fp32-static/model.tflite"),
+])
+@pytest.mark.parametrize("damage", ["truncate", "empty"])
+def test_damaged_model_file_is_a_package_error_on_every_engine(package_copy, engine, variant, rel, damage):
+    from mmedge import runtime
+
+    target = package_copy / rel
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"")
+    with pytest.raises(PackageError, match="damaged|re-export"):
+        runtime.load(package_copy, engine=engine, variant=variant, device="x86-cpu", verify=False)

@@ -41,6 +41,11 @@ def open_session(engine: str, path: str | Path, *, precision: str = "fp32", opti
     return module.load(Path(path), precision=precision, options=dict(options or {}))
 
 
+def engine_message(error: BaseException, limit: int = 300) -> str:
+    """An engine's exception text on one line (OpenVINO's first line is only a source location)."""
+    return " ".join(str(error).split())[:limit]
+
+
 def missing_engine(engine: str, package: str) -> EngineUnavailableError:
     return EngineUnavailableError(
         f"engine '{engine}' needs the Python package '{package}', which is not installed; "

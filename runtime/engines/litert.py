@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mmedge.errors import EngineUnavailableError, InputError, PackageError
-from mmedge.runtime.engines.base import EngineSession
+from mmedge.runtime.engines.base import EngineSession, engine_message
 
 SAFE_ON_TFLITE_RUNTIME = {"fp32", "fp16"}
 
@@ -47,7 +47,7 @@ class LiteRtSession(EngineSession):
             self._interpreter = interpreter_cls(model_path=str(path), num_threads=threads)
             self._runner = self._interpreter.get_signature_runner()
         except (ValueError, RuntimeError) as e:
-            raise PackageError(f"LiteRT cannot load {path}: {str(e).splitlines()[0][:300]}; "
+            raise PackageError(f"LiteRT cannot load {path}: {engine_message(e)}; "
                                "the file is damaged or not a .tflite model: re-export the package") from None
         self._info = {"engine": self.engine, "version": runtime_name, "num_threads": threads,
                       "delegate": options.get("delegate", "xnnpack"),
@@ -57,7 +57,7 @@ class LiteRtSession(EngineSession):
         try:
             outs = self._runner(**feeds)
         except (ValueError, RuntimeError) as e:
-            raise InputError(f"LiteRT rejected the inputs: {str(e).splitlines()[0][:300]}") from None
+            raise InputError(f"LiteRT rejected the inputs: {engine_message(e)}") from None
         return {k: np.array(v, copy=True) for k, v in outs.items()}
 
     @property

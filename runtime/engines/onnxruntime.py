@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mmedge.errors import InputError, PackageError
-from mmedge.runtime.engines.base import EngineSession, missing_engine
+from mmedge.runtime.engines.base import EngineSession, engine_message, missing_engine
 
 
 class OrtSession(EngineSession):
@@ -36,7 +36,7 @@ class OrtSession(EngineSession):
         try:
             self._session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
-            raise PackageError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:300]}; "
+            raise PackageError(f"onnxruntime cannot load {path}: {engine_message(e)}; "
                                "the file is damaged or not ONNX: re-export the package") from None
         self._options = {k: v for k, v in options.items()}
         self._output_names = [o.name for o in self._session.get_outputs()]
@@ -45,7 +45,7 @@ class OrtSession(EngineSession):
         try:
             outs = self._session.run(self._output_names, feeds)
         except Exception as e:
-            raise InputError(f"onnxruntime rejected the inputs: {str(e).splitlines()[0][:300]}") from None
+            raise InputError(f"onnxruntime rejected the inputs: {engine_message(e)}") from None
         return dict(zip(self._output_names, outs))
 
     @property

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mmedge.errors import EngineUnavailableError, InputError, PackageError
-from mmedge.runtime.engines.base import EngineSession, missing_engine
+from mmedge.runtime.engines.base import EngineSession, engine_message, missing_engine
 
 DEFAULT_PRECISION_HINT = "f32"
 
@@ -35,13 +35,13 @@ class OpenVinoSession(EngineSession):
         try:
             model = core.read_model(str(path))
         except Exception as e:
-            raise PackageError(f"OpenVINO cannot read {path}: {str(e).splitlines()[0][:300]}; "
+            raise PackageError(f"OpenVINO cannot read {path}: {engine_message(e)}; "
                                "the IR (.xml/.bin) is damaged: re-export the package") from None
         try:
             self._compiled = core.compile_model(model, device, config)
         except Exception as e:
             raise EngineUnavailableError(f"OpenVINO could not compile {path.name} for {device}: "
-                                         f"{str(e).splitlines()[0][:300]}") from None
+                                         f"{engine_message(e)}") from None
         self._request = self._compiled.create_infer_request()
         self._outputs = [(o, o.get_any_name()) for o in self._compiled.outputs]
         self._device, self._config = device, config
@@ -50,7 +50,7 @@ class OpenVinoSession(EngineSession):
         try:
             result = self._request.infer(feeds)
         except Exception as e:
-            raise InputError(f"OpenVINO rejected the inputs: {str(e).splitlines()[0][:300]}") from None
+            raise InputError(f"OpenVINO rejected the inputs: {engine_message(e)}") from None
         # The request reuses its output buffers on the next call: copy them out.
         return {name: np.array(result[port], copy=True) for port, name in self._outputs}
 
