@@ -96,3 +96,11 @@ def test_fallback_to_next_engine_is_reported(clip_package):
     ran = json.loads(proc.stdout.strip().splitlines()[-1])
     assert ran["engine"] == "openvino"
     assert any("onnxruntime" in f["what"] and "mmedge[ort]" in f["why"] for f in ran["fallbacks"])
+
+
+def test_rooms_install_under_the_mmedge_namespace_only(tmp_path):
+    code = ("import importlib.util as u, mmedge.runtime, mmedge.devices, mmedge.exporter, mmedge.quantize, mmedge.cli;"
+            "print([n for n in ('runtime', 'devices', 'exporter', 'quantize', 'cli') if u.find_spec(n)])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
