@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmedge.errors import InputError, StaticShapeError
+from mmedge.errors import InputError, PackageError, StaticShapeError
 from mmedge.runtime.engines.base import EngineSession
 from mmedge.runtime.manifest import Artifact, TensorSpec
 
@@ -21,6 +21,9 @@ class ComponentRunner:
     def __init__(self, component: str, artifact: Artifact, session: EngineSession):
         self.component, self.artifact, self.session = component, artifact, session
         self._inputs = {t.name: t for t in artifact.inputs}
+        # Per-call work is kept to the minimum (see bench/runtime_overhead.py): specs and dtypes resolved once.
+        self._checks = [(t.name, t, np.dtype(t.dtype)) for t in artifact.inputs]
+        self._outputs = [(t.name, t.bound_name) for t in artifact.outputs]
         fixed_batches = {t.shape[0] for t in artifact.inputs if t.shape and isinstance(t.shape[0], int)}
         self.fixed_batch: int | None = fixed_batches.pop() if len(fixed_batches) == 1 else None
 
@@ -33,42 +36,41 @@ class ComponentRunner:
         return dim if isinstance(dim, int) else None
 
     def _check(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = set(self._inputs) - set(feeds)
-        if missing:
-            raise InputError(f"{self.component}: missing inputs {sorted(missing)}")
-        unknown = set(feeds) - set(self._inputs)
-        if unknown:
-            raise InputError(f"{self.component}: unknown inputs {sorted(unknown)} (expects {sorted(self._inputs)})")
+        if feeds.keys() != self._inputs.keys():
+            missing, unknown = set(self._inputs) - set(feeds), set(feeds) - set(self._inputs)
+            raise InputError(f"{self.component}: missing inputs {sorted(missing)}, unknown inputs {sorted(unknown)} "
+                             f"(expects {sorted(self._inputs)})")
         checked = {}
-        for name, spec in self._inputs.items():
-            x = np.asarray(feeds[name])
+        for name, spec, target in self._checks:
+            x = feeds[name]
+            if not isinstance(x, np.ndarray):
+                x = np.asarray(x)
             if x.ndim != len(spec.shape):
                 raise InputError(f"{self.component}: input '{name}' must have {len(spec.shape)} dimensions "
                                  f"{list(spec.shape)}, got shape {list(x.shape)}")
             for axis, (want, got) in enumerate(zip(spec.shape, x.shape)):
-                if isinstance(want, int) and want != got and not (axis == 0 and self.fixed_batch):
+                if want.__class__ is int and want != got and not (axis == 0 and self.fixed_batch):
                     raise StaticShapeError(
                         f"{self.component}: input '{name}' axis {axis} is fixed at {want} in this "
                         f"{self.artifact.format}/{self.artifact.variant} artifact, got {got}; use a dynamic "
                         "variant or export with shapes that fit")
             if x.dtype.kind == "f" and not np.isfinite(x).all():
                 raise InputError(f"{self.component}: input '{name}' contains NaN or Inf")
-            target = np.dtype(spec.dtype)
             if x.dtype != target:
                 if target.kind in "iu" and x.size and (x.min() < np.iinfo(target).min or x.max() > np.iinfo(target).max):
                     raise InputError(f"{self.component}: input '{name}' has values outside {spec.dtype}")
                 x = x.astype(target)
-            checked[name] = np.ascontiguousarray(x)
+            checked[spec.bound_name] = x if x.flags.c_contiguous else np.ascontiguousarray(x)
         return checked
 
     def _run_once(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raw = self.session.run({self._inputs[n].bound_name: v for n, v in feeds.items()})
-        out = {}
-        for spec in self.artifact.outputs:
-            if spec.bound_name not in raw:
-                raise InputError(f"{self.component}: the engine returned no output '{spec.bound_name}'")
-            out[spec.name] = raw[spec.bound_name]
-        return out
+        """``feeds`` use engine names (as ``_check`` returns them); the result uses logical names."""
+        raw = self.session.run(feeds)
+        try:
+            return {name: raw[bound] for name, bound in self._outputs}
+        except KeyError as e:
+            raise PackageError(f"{self.component}: the engine returned no output {e}; the manifest does not match "
+                               "the file: re-export the package") from None
 
     def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
         feeds = self._check(feeds)

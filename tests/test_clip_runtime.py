@@ -111,3 +111,13 @@ def test_bad_task_inputs(clip_package, tmp_path):
         pipe.vision(pixel_values=np.zeros((3, 32, 32), np.float32))
     with pytest.raises(InputError, match="NaN"):
         pipe.vision(pixel_values=np.full((1, 3, 32, 32), np.nan, np.float32))
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino", "litert"])
+def test_results_are_owned_by_the_caller(clip_package, engine):
+    """Engines may reuse buffers; a result must not change when the session runs again."""
+    pipe = runtime.load(clip_package, engine=engine, device="x86-cpu")
+    first = pipe.vision(pixel_values=np.zeros((1, 3, 32, 32), np.float32))["image_embeds"]
+    kept = first.copy()
+    second = pipe.vision(pixel_values=np.ones((1, 3, 32, 32), np.float32))["image_embeds"]
+    assert np.array_equal(first, kept) and not np.array_equal(first, second)

@@ -58,7 +58,7 @@ class LiteRtSession(EngineSession):
             outs = self._runner(**feeds)
         except (ValueError, RuntimeError) as e:
             raise InputError(f"LiteRT rejected the inputs: {engine_message(e)}") from None
-        return {k: np.array(v, copy=True) for k, v in outs.items()}
+        return outs  # the signature runner returns fresh arrays the caller owns
 
     @property
     def info(self) -> dict:

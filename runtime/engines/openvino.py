@@ -48,11 +48,13 @@ class OpenVinoSession(EngineSession):
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            result = self._request.infer(feeds)
+            # share_inputs: the arrays are contiguous and of the right dtype (ComponentRunner ensures it) and
+            # the call is synchronous, so OpenVINO may read them in place.
+            result = self._request.infer(feeds, share_inputs=True)
         except Exception as e:
             raise InputError(f"OpenVINO rejected the inputs: {engine_message(e)}") from None
-        # The request reuses its output buffers on the next call: copy them out.
-        return {name: np.array(result[port], copy=True) for port, name in self._outputs}
+        # infer() copies outputs out of the request by default (share_outputs=False): the caller owns them.
+        return {name: result[port] for port, name in self._outputs}
 
     @property
     def info(self) -> dict:
