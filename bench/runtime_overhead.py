@@ -185,7 +185,7 @@ def bench_engine(engine: str, pkg: Path, args: argparse.Namespace, image: np.nda
         return {"engine": engine, "skipped": str(e)}
     if (pipe.ran.engine, pipe.ran.format, pipe.ran.variant) != (engine, fmt, variant):
         return {"engine": engine, "skipped": f"runtime chose {pipe.ran.format}/{pipe.ran.variant} on {pipe.ran.engine}"}
-    path = pipe.package.artifact_path(pipe.vision.artifact)
+    path = pipe.package.file_path(pipe.vision.artifact.file)
     bare, bare_desc = BARE[engine](path, pipe.vision.session.info)
     bare2 = BARE[engine](path, pipe.vision.session.info)[0] if args.aa else None  # A/A: the noise floor
 

@@ -7,6 +7,7 @@ to ``out_dir`` unless every file passed its parity check (see ``package_writer``
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import importlib.metadata
 import sys
@@ -23,11 +24,10 @@ from mmedge.exporter.converters import tflite as tflite_conv
 from mmedge.exporter.families import detect_family, get_family
 from mmedge.exporter.families.base import ComponentSpec
 from mmedge.exporter.source import resolve
-from mmedge.runtime.manifest import FORMATS, Artifact, Component, Manifest
+from mmedge.runtime.manifest import FORMATS, Artifact, Component, Manifest, Signature
 
 TOOLS = ("mmedge", "torch", "transformers", "tokenizers", "onnx", "onnxruntime", "openvino", "litert-torch",
          "ai-edge-litert")
-EXTENSIONS = {"onnx": "onnx", "openvino": "xml", "tflite": "tflite"}
 
 
 def tool_versions() -> dict[str, str]:
@@ -46,14 +46,24 @@ def _variants(fmt: str, static: bool) -> list[tuple[str, bool]]:
     return [("fp32", False)] + ([("fp32-static", True)] if static else [])
 
 
-def _convert(fmt: str, spec: ComponentSpec, path: Path, static: bool, onnx_files: dict) -> Converted:
+def _convert(fmt: str, spec: ComponentSpec, out_dir: Path, static: bool, onnx_files: dict) -> Converted:
     if fmt == "onnx":
-        converted = onnx_conv.convert(spec, path, static=static)
-        onnx_files[(spec.name, static)] = converted.file
+        converted = onnx_conv.convert(spec, out_dir, static=static)
+        onnx_files[(spec.name, static)] = {sig.name: sig.file for sig in converted.signatures}
         return converted
     if fmt == "openvino":
-        return ov_conv.convert(spec, path, static=static, onnx_file=onnx_files.get((spec.name, static)))
-    return tflite_conv.convert(spec, path)
+        return ov_conv.convert(spec, out_dir, static=static, onnx_files=onnx_files.get((spec.name, static)))
+    return tflite_conv.convert(spec, out_dir)
+
+
+def _artifact(fmt: str, variant: str, static: bool, converted: Converted, stage: Path) -> Artifact:
+    def rel(p: Path) -> str:
+        return p.relative_to(stage).as_posix()
+    signatures = {s.name: Signature(name=s.name, file=rel(s.file), engine_key=s.engine_key, inputs=s.inputs,
+                                    outputs=s.outputs) for s in converted.signatures}
+    return Artifact(format=fmt, variant=variant, precision="fp32", static=static,
+                    file=next(iter(signatures.values())).file, signatures=signatures,
+                    extra_files=tuple(rel(p) for p in converted.extra_files))
 
 
 def export(model: str | Path, out_dir: str | Path, *, family: str | None = None,
@@ -78,18 +88,15 @@ def export(model: str | Path, out_dir: str | Path, *, family: str | None = None,
         for fmt in sorted(formats, key=FORMATS.index):  # ONNX first: OpenVINO converts from it
             for variant, is_static in _variants(fmt, static):
                 for comp in loaded.components:
-                    rel = f"{comp.name}/{fmt}-{variant}/model.{EXTENSIONS[fmt]}"
-                    (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                    folder = stage / comp.name / f"{fmt}-{variant}"
+                    folder.mkdir(parents=True, exist_ok=True)
                     log(f"exporting {comp.name} -> {fmt}/{variant}")
-                    conv = _convert(fmt, comp, stage / rel, is_static, onnx_files)
-                    artifact = Artifact(format=fmt, variant=variant, precision="fp32", static=is_static, file=rel,
-                                        extra_files=tuple(p.relative_to(stage).as_posix() for p in conv.extra_files),
-                                        inputs=conv.inputs, outputs=conv.outputs)
-                    record = parity.check(comp, artifact, stage / rel)
+                    artifact = _artifact(fmt, variant, is_static, _convert(fmt, comp, folder, is_static, onnx_files), stage)
+                    record = parity.check(comp, artifact, {rel: stage / rel for rel in
+                                                           {s.file for s in artifact.signatures.values()}})
                     worst = max(max(c["max_abs_diff"].values()) for c in record["checks"])
                     log(f"  parity vs PyTorch on {record['engine']}: max abs diff {worst:.2e} (tolerance {comp.atol})")
-                    components.setdefault(comp.name, []).append(
-                        Artifact(**{**artifact.__dict__, "parity": record}))
+                    components.setdefault(comp.name, []).append(dataclasses.replace(artifact, parity=record))
         for rel, content in loaded.files.items():
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             (stage / rel).write_bytes(content)

@@ -23,26 +23,32 @@ ENGINE_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "li
 REFERENCE_OPTIONS = {"openvino": {"INFERENCE_PRECISION_HINT": "f32"}}
 
 
-def check(spec: ComponentSpec, artifact: Artifact, path: Path) -> dict:
-    """Run the artifact against the torch module; return the parity record or raise ParityError."""
+def check(spec: ComponentSpec, artifact: Artifact, files: dict[str, Path]) -> dict:
+    """Run every signature of the artifact against the torch module; return the parity record or raise.
+
+    ``files`` maps each signature's package-relative file to where it lies now (the staging directory).
+    """
     engine = ENGINE_OF_FORMAT[artifact.format]
-    try:
-        session = open_session(engine, path, precision=artifact.precision, options=REFERENCE_OPTIONS.get(engine))
-    except MmedgeError as e:
-        raise ParityError(f"{spec.name} {artifact.format}/{artifact.variant}: cannot load for the parity check: {e}") from None
-    runner = ComponentRunner(spec.name, artifact, session)
-    cases = ([(spec.static_sizes, 0), (spec.static_sizes, 1)] if artifact.static
-             else [(spec.export_sizes, 0), (spec.second_sizes, 1)])
+    sessions = {}
+    for rel, path in files.items():
+        try:
+            sessions[rel] = open_session(engine, path, precision=artifact.precision, options=REFERENCE_OPTIONS.get(engine))
+        except MmedgeError as e:
+            raise ParityError(f"{spec.name} {artifact.format}/{artifact.variant}: cannot load for the parity check: {e}") from None
+    runner = ComponentRunner(spec.name, artifact, sessions)
     checks = []
-    for sizes, seed in cases:
-        sample = spec.sample(sizes, seed)
-        with torch.no_grad():
-            expected = spec.module(**sample)
-        got = runner(**{k: v.numpy() for k, v in sample.items()})
-        diffs = {name: float(np.max(np.abs(got[name].astype(np.float64) - expected[name].numpy().astype(np.float64))))
-                 for name in expected}
-        checks.append({"sizes": dict(sizes), "seed": seed, "max_abs_diff": diffs,
-                       "passed": all(d <= spec.atol for d in diffs.values())})
+    for name, signature in runner.signatures.items():
+        cases = ([(spec.static_signatures[name], 0), (spec.static_signatures[name], 1)] if artifact.static
+                 else [(spec.export_sizes, 0), (spec.second_sizes, 1)])
+        for sizes, seed in cases:
+            sample = spec.sample(sizes, seed)
+            with torch.no_grad():
+                expected = spec.module(**sample)
+            got = signature(**{k: v.numpy() for k, v in sample.items()})
+            diffs = {out: float(np.max(np.abs(got[out].astype(np.float64) - expected[out].numpy().astype(np.float64))))
+                     for out in expected}
+            checks.append({"signature": name, "sizes": dict(sizes), "seed": seed, "max_abs_diff": diffs,
+                           "passed": all(d <= spec.atol for d in diffs.values())})
     record = {"reference": "pytorch", "engine": engine, "metric": "max_abs_diff", "tolerance": spec.atol,
               "checks": checks, "passed": all(c["passed"] for c in checks)}
     if not record["passed"]:

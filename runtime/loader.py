@@ -60,9 +60,10 @@ def load_runners(package: Package, *, engine: str | None = None, device: str | N
                 artifact = component.find(choice.format, choice.variant)
                 if artifact is None:
                     raise PackageError(f"component '{name}' has no {choice.format}/{choice.variant} artifact")
-                session = open_session(choice.engine, package.artifact_path(artifact),
-                                       precision=artifact.precision, options=merged)
-                runners[name] = ComponentRunner(name, artifact, session)
+                sessions = {sig.file: open_session(choice.engine, package.file_path(sig.file),
+                                                   precision=artifact.precision, options=merged)
+                            for sig in artifact.signatures.values()}
+                runners[name] = ComponentRunner(name, artifact, sessions)
         except (EngineUnavailableError, PackageError) as e:
             failures.append(e)
             fallbacks.append({"what": f"{choice.format}/{choice.variant} on {choice.engine}", "why": str(e)})

@@ -15,7 +15,9 @@ Schema version 1 (changes must bump ``SCHEMA_VERSION`` and update the exporter a
     preprocessing, postprocessing, generation: free-form dicts owned by the family
     files: {relative path: sha256}         # every file of the package except mmedge.json
 
-    Artifact: {format, variant, precision, static, file, extra_files, inputs, outputs, parity}
+    Artifact: {format, variant, precision, static, file, extra_files, signatures, parity}
+    signatures: {name: {file, engine_key, inputs, outputs}}  # entry points: one per graph, or per TFLite
+        # signature (a static decoder has "decode" and one "prefill_N" per prompt bucket); the first is the default
     TensorSpec: {name, engine_name, dtype, shape}   # shape: ints (fixed) or strings (named dynamic dims)
 """
 
@@ -71,18 +73,58 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class Signature:
+    """One entry point of an artifact: the file that holds it (several signatures may share a TFLite
+    file, told apart by ``engine_key``) and its input/output contract."""
+
+    name: str
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    engine_key: str = ""
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict, where: str) -> Signature:
+        return cls(
+            name=name, file=_require(d, "file", str, where), engine_key=str(d.get("engine_key", "") or ""),
+            inputs=tuple(TensorSpec.from_dict(t, f"{where}.inputs[{i}]")
+                         for i, t in enumerate(_require(d, "inputs", list, where))),
+            outputs=tuple(TensorSpec.from_dict(t, f"{where}.outputs[{i}]")
+                          for i, t in enumerate(_require(d, "outputs", list, where))))
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "engine_key": self.engine_key,
+                "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+
+
+@dataclass(frozen=True)
 class Artifact:
-    """One exported file of a component in one format and variant (precision + shape mode)."""
+    """A component in one format and variant (precision + shape mode): its files and entry points."""
 
     format: str
     variant: str
     precision: str
     static: bool
     file: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
+    signatures: dict[str, Signature]
     extra_files: tuple[str, ...] = ()
     parity: dict = field(default_factory=dict)
+
+    @property
+    def default(self) -> Signature:
+        return next(iter(self.signatures.values()))
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.default.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.default.outputs
+
+    def files(self) -> list[str]:
+        """Every file this artifact needs, main file first."""
+        return list(dict.fromkeys([self.file, *(s.file for s in self.signatures.values()), *self.extra_files]))
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> Artifact:
@@ -92,6 +134,10 @@ class Artifact:
         precision = _require(d, "precision", str, where)
         if precision not in PRECISIONS:
             raise PackageError(f"manifest: {where} has unknown precision '{precision}'")
+        signatures = {name: Signature.from_dict(name, sig, f"{where}.signatures.{name}")
+                      for name, sig in _require(d, "signatures", dict, where).items()}
+        if not signatures:
+            raise PackageError(f"manifest: {where} has no signatures; re-export the package")
         return cls(
             format=fmt,
             variant=_require(d, "variant", str, where),
@@ -99,10 +145,7 @@ class Artifact:
             static=bool(_require(d, "static", bool, where)),
             file=_require(d, "file", str, where),
             extra_files=tuple(d.get("extra_files", [])),
-            inputs=tuple(TensorSpec.from_dict(t, f"{where}.inputs[{i}]")
-                         for i, t in enumerate(_require(d, "inputs", list, where))),
-            outputs=tuple(TensorSpec.from_dict(t, f"{where}.outputs[{i}]")
-                          for i, t in enumerate(_require(d, "outputs", list, where))),
+            signatures=signatures,
             parity=dict(d.get("parity", {})),
         )
 
@@ -110,7 +153,7 @@ class Artifact:
         return {
             "format": self.format, "variant": self.variant, "precision": self.precision, "static": self.static,
             "file": self.file, "extra_files": list(self.extra_files),
-            "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
+            "signatures": {name: sig.to_dict() for name, sig in self.signatures.items()},
             "parity": self.parity,
         }
 

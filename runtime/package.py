@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmedge.errors import ChecksumError, PackageError
-from mmedge.runtime.manifest import MANIFEST_NAME, Artifact, Manifest
+from mmedge.runtime.manifest import MANIFEST_NAME, Manifest
 
 _CHUNK = 1 << 20
 
@@ -42,8 +42,9 @@ class Package:
                                "the package is damaged or hostile: re-export it")
         return candidate
 
-    def artifact_path(self, artifact: Artifact) -> Path:
-        p = self.path(artifact.file)
+    def file_path(self, rel: str) -> Path:
+        """Like ``path`` but the file must exist."""
+        p = self.path(rel)
         if not p.is_file():
             raise PackageError(f"package file {p} is missing; re-export the package or copy it completely")
         return p
@@ -59,7 +60,7 @@ class Package:
                 problems.append(f"checksum mismatch: {rel}")
         for component in self.manifest.components.values():
             for a in component.artifacts:
-                for rel in (a.file, *a.extra_files):
+                for rel in a.files():
                     if rel not in self.manifest.files:
                         problems.append(f"not covered by a checksum: {rel}")
         return problems

@@ -12,19 +12,20 @@ import numpy as np
 
 from mmedge.errors import InputError, PackageError, StaticShapeError
 from mmedge.runtime.engines.base import EngineSession
-from mmedge.runtime.manifest import Artifact, TensorSpec
+from mmedge.runtime.manifest import Artifact, Signature, TensorSpec
 
 
-class ComponentRunner:
-    """Call with logical input names; returns logical output names."""
+class SignatureRunner:
+    """One entry point of a component. Call with logical input names; returns logical output names."""
 
-    def __init__(self, component: str, artifact: Artifact, session: EngineSession):
-        self.component, self.artifact, self.session = component, artifact, session
-        self._inputs = {t.name: t for t in artifact.inputs}
+    def __init__(self, component: str, artifact: Artifact, signature: Signature, session: EngineSession):
+        self.component, self.artifact, self.signature, self.session = component, artifact, signature, session
+        self._key = signature.engine_key
+        self._inputs = {t.name: t for t in signature.inputs}
         # Per-call work is kept to the minimum (see bench/runtime_overhead.py): specs and dtypes resolved once.
-        self._checks = [(t.name, t, np.dtype(t.dtype)) for t in artifact.inputs]
-        self._outputs = [(t.name, t.bound_name) for t in artifact.outputs]
-        fixed_batches = {t.shape[0] for t in artifact.inputs if t.shape and isinstance(t.shape[0], int)}
+        self._checks = [(t.name, t, np.dtype(t.dtype)) for t in signature.inputs]
+        self._outputs = [(t.name, t.bound_name) for t in signature.outputs]
+        fixed_batches = {t.shape[0] for t in signature.inputs if t.shape and isinstance(t.shape[0], int)}
         self.fixed_batch: int | None = fixed_batches.pop() if len(fixed_batches) == 1 else None
 
     def input_spec(self, name: str) -> TensorSpec:
@@ -65,7 +66,7 @@ class ComponentRunner:
 
     def _run_once(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``feeds`` use engine names (as ``_check`` returns them); the result uses logical names."""
-        raw = self.session.run(feeds)
+        raw = self.session.run(feeds, self._key)
         try:
             return {name: raw[bound] for name, bound in self._outputs}
         except KeyError as e:
@@ -87,3 +88,29 @@ class ComponentRunner:
                 chunk = {k: np.concatenate([v, np.repeat(v[-1:], batch - real, axis=0)]) for k, v in chunk.items()}
             parts.append({k: v[:real] for k, v in self._run_once(chunk).items()})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+class ComponentRunner:
+    """All entry points of one component's artifact; calling it runs the default (first) signature."""
+
+    def __init__(self, component: str, artifact: Artifact, sessions: dict[str, EngineSession]):
+        self.component, self.artifact = component, artifact
+        self.signatures = {name: SignatureRunner(component, artifact, sig, sessions[sig.file])
+                           for name, sig in artifact.signatures.items()}
+        self.default = next(iter(self.signatures.values()))
+        self.session = self.default.session
+        self.fixed_batch = self.default.fixed_batch
+
+    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
+        return self.default(**feeds)
+
+    def signature(self, name: str) -> SignatureRunner:
+        if name not in self.signatures:
+            raise InputError(f"{self.component}: no signature '{name}' in this artifact (has: {', '.join(self.signatures)})")
+        return self.signatures[name]
+
+    def input_spec(self, name: str) -> TensorSpec:
+        return self.default.input_spec(name)
+
+    def fixed_dim(self, name: str, axis: int) -> int | None:
+        return self.default.fixed_dim(name, axis)

@@ -72,7 +72,9 @@ def test_unknown_schema_version_is_refused(package_copy, version):
     (lambda d: d.pop("components"), "lacks 'components'"),
     (lambda d: d.pop("files"), "lacks 'files'"),
     (lambda d: d["components"]["text"]["artifacts"][0].update(format="coreml"), "unknown format"),
-    (lambda d: d["components"]["text"]["artifacts"][0]["inputs"][0].update(dtype="complex64"), "unknown dtype"),
+    (lambda d: d["components"]["text"]["artifacts"][0]["signatures"]["default"]["inputs"][0].update(dtype="complex64"),
+     "unknown dtype"),
+    (lambda d: d["components"]["text"]["artifacts"][0].update(signatures={}), "no signatures"),
     (lambda d: d.update(family=3), "wrong type"),
 ])
 def test_malformed_manifest_is_a_package_error(package_copy, edit, message):

@@ -1,34 +1,45 @@
-"""One converter per format. Each turns a family's ComponentSpec into a file and the I/O contract that
-goes into the manifest (logical name, engine name, dtype, shape with named dynamic dims)."""
+"""One converter per format. Each turns a family's ComponentSpec into files and, per entry point
+(signature), the I/O contract that goes into the manifest (logical name, engine name, dtype, shape with
+named dynamic dims or the fixed sizes of a static signature)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmedge.exporter.families.base import ComponentSpec, TensorDecl
 from mmedge.runtime.manifest import TensorSpec
 
+DYNAMIC = "default"  # the one signature of a dynamic-shape graph
+
+
+@dataclass
+class ConvertedSignature:
+    name: str
+    file: Path
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    engine_key: str = ""
+
 
 @dataclass
 class Converted:
-    file: Path
-    extra_files: list[Path]
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
+    signatures: list[ConvertedSignature]
+    extra_files: list[Path] = field(default_factory=list)
 
 
-def contract(decls: tuple[TensorDecl, ...], *, static_sizes: dict[str, int] | None,
-             dtype_map: dict[str, str] | None = None, engine_names: dict[str, str] | None = None
-             ) -> tuple[TensorSpec, ...]:
-    """Manifest tensor specs: named dims stay symbolic unless the artifact is static."""
-    specs = []
-    for d in decls:
-        shape = d.shape(static_sizes) if static_sizes is not None else d.dims
-        specs.append(TensorSpec(name=d.name, dtype=(dtype_map or {}).get(d.dtype, d.dtype), shape=tuple(shape),
-                                engine_name=(engine_names or {}).get(d.name, d.name)))
-    return tuple(specs)
+def contract(decls: tuple[TensorDecl, ...], *, sizes: dict[str, int] | None,
+             dtype_map: dict[str, str] | None = None) -> tuple[TensorSpec, ...]:
+    """Manifest tensor specs: named dims stay symbolic unless ``sizes`` fixes them (static signature)."""
+    return tuple(TensorSpec(name=d.name, dtype=(dtype_map or {}).get(d.dtype, d.dtype),
+                            shape=tuple(d.shape(sizes) if sizes is not None else d.dims), engine_name=d.name)
+                 for d in decls)
 
 
-def sizes_for(spec: ComponentSpec, static: bool) -> dict[str, int]:
-    return spec.static_sizes if static else spec.export_sizes
+def graphs(spec: ComponentSpec, static: bool) -> dict[str, dict[str, int] | None]:
+    """Signature name -> fixed sizes (None: dynamic) of the graphs a one-graph-per-file format writes."""
+    return dict(spec.static_signatures) if static else {DYNAMIC: None}
+
+
+def file_name(signature: str, extension: str) -> str:
+    return f"model.{extension}" if signature == DYNAMIC else f"{signature}.{extension}"

@@ -1,7 +1,9 @@
-"""ONNX via ``torch.onnx``. optimum-onnx has no export config for these wrapped towers (CLIP with its
-projections), so the family spec's wrapper is exported directly: the TorchScript exporter first (it
-keeps named dynamic axes reliably), the dynamo exporter when the model cannot be traced. Either way the
-parity check runs at a second shape, which catches a dimension the exporter silently specialised."""
+"""ONNX via ``torch.onnx``. optimum-onnx has no export config for these wrapped graphs (CLIP towers with
+their projections, decoders with stacked KV-cache inputs), so the family spec's wrapper is exported
+directly: the TorchScript exporter first (it keeps named dynamic axes reliably), the dynamo exporter
+when the model cannot be traced (transformers 4.57 decoders). Either way the parity check runs at a
+second shape, which catches a dimension the exporter silently specialised. Static variants get one
+file per signature (e.g. a decoder's ``decode`` and ``prefill_N`` graphs)."""
 
 from __future__ import annotations
 
@@ -11,52 +13,63 @@ from pathlib import Path
 import torch
 
 from mmedge.errors import ExportError
-from mmedge.exporter.converters import Converted, contract, sizes_for
+from mmedge.exporter.converters import Converted, ConvertedSignature, contract, file_name, graphs
 from mmedge.exporter.families.base import ComponentSpec
 
-OPSET = 17
+OPSET = 18
 
 
 def _dynamic_axes(spec: ComponentSpec) -> dict[str, dict[int, str]]:
     return {t.name: {i: d for i, d in enumerate(t.dims) if isinstance(d, str)} for t in (*spec.inputs, *spec.outputs)}
 
 
-def _export_torchscript(spec: ComponentSpec, args: tuple, path: Path, static: bool) -> None:
+def _export_torchscript(spec: ComponentSpec, args: tuple, path: Path, dynamic: bool) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(spec.module, args, str(path), input_names=[t.name for t in spec.inputs],
                           output_names=[t.name for t in spec.outputs],
-                          dynamic_axes=None if static else _dynamic_axes(spec), opset_version=OPSET, dynamo=False)
+                          dynamic_axes=_dynamic_axes(spec) if dynamic else None, opset_version=17, dynamo=False)
 
 
-def _export_dynamo(spec: ComponentSpec, args: tuple, path: Path, static: bool) -> None:
-    dims: dict[str, torch.export.Dim] = {}
+def _export_dynamo(spec: ComponentSpec, args: tuple, path: Path, dynamic: bool) -> None:
     shapes = None
-    if not static:
-        shapes = {t.name: {i: dims.setdefault(d, torch.export.Dim(d)) for i, d in enumerate(t.dims)
-                           if isinstance(d, str)} or None for t in spec.inputs}
-    program = torch.onnx.export(spec.module, args, input_names=[t.name for t in spec.inputs],
-                                output_names=[t.name for t in spec.outputs], dynamic_shapes=shapes,
-                                opset_version=max(OPSET, 18), dynamo=True, verbose=False)
+    if dynamic:
+        dims: dict[str, object] = {}
+        # A dim named in spec.derived_dims (e.g. past + sequence) is left for torch.export to derive.
+        shapes = {t.name: {i: (torch.export.Dim.AUTO if d in spec.derived_dims else dims.setdefault(d, torch.export.Dim(d)))
+                           for i, d in enumerate(t.dims) if isinstance(d, str)} or None for t in spec.inputs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(spec.module, args, input_names=[t.name for t in spec.inputs],
+                                    output_names=[t.name for t in spec.outputs], dynamic_shapes=shapes,
+                                    opset_version=OPSET, dynamo=True, verbose=False)
     program.save(str(path))
 
 
-def convert(spec: ComponentSpec, path: Path, *, static: bool) -> Converted:
+def export_graph(spec: ComponentSpec, path: Path, sizes: dict[str, int] | None) -> None:
+    """One ONNX graph: dynamic when ``sizes`` is None, else fixed at ``sizes``."""
     import onnx
 
-    sample = spec.sample(sizes_for(spec, static), 0)
+    sample = spec.sample(sizes or spec.export_sizes, 0)
     args = tuple(sample[t.name] for t in spec.inputs)
+    exporters = (_export_dynamo,) if spec.needs_dynamo else (_export_torchscript, _export_dynamo)
     errors = []
-    for exporter in (_export_torchscript, _export_dynamo):
+    for exporter in exporters:
         try:
-            exporter(spec, args, path, static)
+            exporter(spec, args, path, sizes is None)
             onnx.checker.check_model(str(path))
-            break
+            return
         except Exception as e:  # each exporter has its own error types; keep the first line of each
             errors.append(f"{exporter.__name__.removeprefix('_export_')}: {str(e).strip().splitlines()[0][:300]}")
             path.unlink(missing_ok=True)
-    else:
-        raise ExportError(f"ONNX export of component '{spec.name}' failed: {' | '.join(errors)}")
-    static_sizes = spec.static_sizes if static else None
-    return Converted(file=path, extra_files=[], inputs=contract(spec.inputs, static_sizes=static_sizes),
-                     outputs=contract(spec.outputs, static_sizes=static_sizes))
+    raise ExportError(f"ONNX export of component '{spec.name}' failed: {' | '.join(errors)}")
+
+
+def convert(spec: ComponentSpec, out_dir: Path, *, static: bool) -> Converted:
+    signatures = []
+    for name, sizes in graphs(spec, static).items():
+        path = out_dir / file_name(name, "onnx")
+        export_graph(spec, path, sizes)
+        signatures.append(ConvertedSignature(name=name, file=path, inputs=contract(spec.inputs, sizes=sizes),
+                                             outputs=contract(spec.outputs, sizes=sizes)))
+    return Converted(signatures=signatures)

@@ -1,6 +1,7 @@
-"""TFLite via ``litert-torch`` (no TensorFlow needed). TFLite graphs are always fixed-shape here (the
-spec's static sizes) and take int32 where the spec says int64 (token ids): LiteRT kernels and mobile
-delegates expect int32 indices. The family wrappers return dicts, so signature outputs keep their names."""
+"""TFLite via ``litert-torch`` (no TensorFlow needed). TFLite graphs are always fixed-shape: one file
+per component with one signature per static entry point (a decoder's ``decode`` and ``prefill_N``
+buckets share the weights), taking int32 where the spec says int64 (token ids): LiteRT kernels and
+mobile delegates expect int32 indices. Family wrappers return dicts, so outputs keep their names."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from mmedge.errors import ExportError
-from mmedge.exporter.converters import Converted, contract
+from mmedge.exporter.converters import Converted, ConvertedSignature, contract
 from mmedge.exporter.families.base import ComponentSpec
 
 INT_TO_TFLITE = {"int64": "int32"}
@@ -25,18 +26,25 @@ def _quiet():
         yield
 
 
-def convert(spec: ComponentSpec, path: Path, *, static: bool = True) -> Converted:
+def _int32(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.to(torch.int32) if v.dtype == torch.int64 else v for k, v in sample.items()}
+
+
+def convert(spec: ComponentSpec, out_dir: Path) -> Converted:
     import litert_torch
 
-    sample = spec.sample(spec.static_sizes, 0)
-    sample = {k: v.to(torch.int32) if v.dtype == torch.int64 else v for k, v in sample.items()}
+    path = out_dir / "model.tflite"
     try:
         with _quiet():
-            edge = litert_torch.convert(spec.module, sample_kwargs=sample)
-            edge.export(str(path))
+            converter = litert_torch
+            for name, sizes in spec.static_signatures.items():
+                converter = converter.signature(name, spec.module, sample_kwargs=_int32(spec.sample(sizes, 0)))
+            converter.convert().export(str(path))
     except Exception as e:
         raise ExportError(f"TFLite conversion of component '{spec.name}' failed: "
                           f"{str(e).strip().splitlines()[0][:300]}") from None
-    return Converted(file=path, extra_files=[],
-                     inputs=contract(spec.inputs, static_sizes=spec.static_sizes, dtype_map=INT_TO_TFLITE),
-                     outputs=contract(spec.outputs, static_sizes=spec.static_sizes))
+    return Converted(signatures=[
+        ConvertedSignature(name=name, file=path, engine_key=name,
+                           inputs=contract(spec.inputs, sizes=sizes, dtype_map=INT_TO_TFLITE),
+                           outputs=contract(spec.outputs, sizes=sizes))
+        for name, sizes in spec.static_signatures.items()])

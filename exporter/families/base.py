@@ -26,8 +26,10 @@ class TensorDecl:
 
 @dataclass
 class ComponentSpec:
-    """One exported graph. ``module`` has a forward with *named* parameters (dynamo/litert-torch need
-    them) that returns a dict of the declared outputs. ``sample(sizes, seed)`` builds matching inputs."""
+    """One exported component. ``module`` has a forward with *named* parameters (dynamo/litert-torch need
+    them) that returns a dict of the declared outputs. ``sample(sizes, seed)`` builds matching inputs.
+    Dynamic graphs are checked at ``export_sizes`` and ``second_sizes``; static variants have one entry
+    point per ``static_signatures`` item (a decoder: ``decode`` plus one ``prefill_N`` per bucket)."""
 
     name: str
     description: str
@@ -37,8 +39,10 @@ class ComponentSpec:
     sample: Callable[[dict[str, int], int], dict[str, torch.Tensor]]
     export_sizes: dict[str, int]
     second_sizes: dict[str, int]
-    static_sizes: dict[str, int]
+    static_signatures: dict[str, dict[str, int]]
     atol: float = 1e-4
+    needs_dynamo: bool = False            # the TorchScript exporter cannot trace it (transformers decoders)
+    derived_dims: tuple[str, ...] = ()    # dynamic dims torch.export derives from others (past + sequence)
 
 
 @dataclass

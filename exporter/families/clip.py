@@ -83,14 +83,14 @@ class ClipSpec(FamilySpec):
             outputs=(TensorDecl("text_embeds", "float32", ("batch", model.config.projection_dim)),),
             sample=sample_text, export_sizes={"batch": 2, "sequence": 7},
             second_sizes={"batch": 3, "sequence": 12},
-            static_sizes={"batch": 1, "sequence": text_cfg.max_position_embeddings})
+            static_signatures={"default": {"batch": 1, "sequence": text_cfg.max_position_embeddings}})
         vision = ComponentSpec(
             name="vision", description="CLIP vision tower with projection -> image_embeds",
             module=ClipVision(model).eval(),
             inputs=(TensorDecl("pixel_values", "float32", ("batch", 3, size, size)),),
             outputs=(TensorDecl("image_embeds", "float32", ("batch", model.config.projection_dim)),),
             sample=lambda sizes, seed: _vision_sample(sizes, seed, image_size=size),
-            export_sizes={"batch": 2}, second_sizes={"batch": 3}, static_sizes={"batch": 1})
+            export_sizes={"batch": 2}, second_sizes={"batch": 3}, static_signatures={"default": {"batch": 1}})
         image_cfg = {k: v for k, v in image_processor.to_dict().items() if k in IMAGE_KEYS}
         return LoadedFamily(
             family=self.name, task=self.task, components=[text, vision],

@@ -24,8 +24,8 @@ class EngineSession(ABC):
     engine: str
 
     @abstractmethod
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once; returned arrays are owned by the caller (never views into engine buffers)."""
+    def run(self, feeds: dict[str, np.ndarray], key: str = "") -> dict[str, np.ndarray]:
+        """Run entry point ``key`` once ("" = the file's only one); returned arrays are owned by the caller."""
 
     @property
     @abstractmethod

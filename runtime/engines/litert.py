@@ -45,7 +45,10 @@ class LiteRtSession(EngineSession):
         threads = int(options.get("num_threads") or os.cpu_count() or 1)
         try:
             self._interpreter = interpreter_cls(model_path=str(path), num_threads=threads)
-            self._runner = self._interpreter.get_signature_runner()
+            # One runner per signature, made up front: a multi-signature file (a static decoder's decode and
+            # prefill buckets) shares its weights between them.
+            self._runners = {key: self._interpreter.get_signature_runner(key)
+                             for key in self._interpreter.get_signature_list()}
         except (ValueError, RuntimeError) as e:
             raise PackageError(f"LiteRT cannot load {path}: {engine_message(e)}; "
                                "the file is damaged or not a .tflite model: re-export the package") from None
@@ -53,9 +56,13 @@ class LiteRtSession(EngineSession):
                       "delegate": options.get("delegate", "xnnpack"),
                       "options": dict(options), "fallbacks": fallbacks}
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], key: str = "") -> dict[str, np.ndarray]:
+        runner = self._runners.get(key) if key else next(iter(self._runners.values()))
+        if runner is None:
+            raise PackageError(f"this .tflite file has no signature '{key}' (has: {', '.join(self._runners)}); "
+                               "re-export the package")
         try:
-            outs = self._runner(**feeds)
+            outs = runner(**feeds)
         except (ValueError, RuntimeError) as e:
             raise InputError(f"LiteRT rejected the inputs: {engine_message(e)}") from None
         return outs  # the signature runner returns fresh arrays the caller owns

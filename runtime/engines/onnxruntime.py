@@ -41,7 +41,7 @@ class OrtSession(EngineSession):
         self._options = {k: v for k, v in options.items()}
         self._output_names = [o.name for o in self._session.get_outputs()]
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], key: str = "") -> dict[str, np.ndarray]:
         try:
             outs = self._session.run(self._output_names, feeds)
         except Exception as e:

@@ -46,7 +46,7 @@ class OpenVinoSession(EngineSession):
         self._outputs = [(o, o.get_any_name()) for o in self._compiled.outputs]
         self._device, self._config = device, config
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], key: str = "") -> dict[str, np.ndarray]:
         try:
             # share_inputs: the arrays are contiguous and of the right dtype (ComponentRunner ensures it) and
             # the call is synchronous, so OpenVINO may read them in place.
