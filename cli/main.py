@@ -24,9 +24,9 @@ def _csv(value: str) -> list[str]:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from mmedge.exporter.families import get_family
+    from mmedge.exporter.families import write_tiny_model
 
-    path = get_family(args.family).write_tiny(Path(args.out_dir))
+    path = write_tiny_model(args.family, Path(args.out_dir))
     print(f"wrote a tiny random-weight {args.family} model to {path}")
     return 0
 
@@ -70,13 +70,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     pipe = runtime.load(args.package, engine=args.engine, device=args.device, variant=args.variant,
                         verify=not args.no_verify, options=_runtime_options(args))
+    if pipe.family == "causal-lm":
+        return _run_text_generation(pipe, args)
     if pipe.family != "clip":
         raise UsageError(f"mmedge run has no task inputs for family '{pipe.family}' yet")
+    if args.prompt or args.chat:
+        raise UsageError(f"--prompt/--chat need a text-generation package; this one is '{pipe.family}'")
     if args.image and args.labels:
         result = pipe.zero_shot(args.image, _csv(args.labels), template=args.template).to_dict()
         lines = [f"{r['prob']:.4f}  {r['label']}" for r in result["results"]]
     elif args.images and args.query:
-        result = pipe.search(args.images, args.query, k=args.top_k).to_dict()
+        result = pipe.search(args.images, args.query, k=args.top_k or 5).to_dict()
         lines = [f"{r['score']:+.4f}  {r['image']}" for r in result["results"]]
     elif args.text:
         emb = pipe.embed_text([args.text])[0]
@@ -94,6 +98,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print("\n".join(lines))
         print(_describe_ran(result["ran"]))
+    return 0
+
+
+def _generation_overrides(args: argparse.Namespace) -> dict:
+    overrides = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+                 "top_k": args.top_k, "num_beams": args.beams, "seed": args.seed,
+                 "repetition_penalty": args.repetition_penalty}
+    if args.temperature is not None or args.top_p is not None or args.top_k is not None:
+        overrides["do_sample"] = True
+    if args.greedy:
+        overrides["do_sample"] = False
+    return overrides
+
+
+def _run_text_generation(pipe, args: argparse.Namespace) -> int:
+    overrides = _generation_overrides(args)
+    if args.chat:
+        session = pipe.chat(system=args.system)
+        print(_describe_ran(pipe.ran.to_dict()), file=sys.stderr)
+        print("chat: type a message and press Enter; an empty line or Ctrl-D ends", file=sys.stderr)
+        for line in sys.stdin:
+            if not line.strip():
+                break
+            print("assistant: ", end="", flush=True)
+            session.send(line.rstrip("\n"), on_text=lambda piece: print(piece, end="", flush=True), **overrides)
+            print(flush=True)
+        return 0
+    if not args.prompt:
+        raise UsageError("give --prompt 'text' (or --chat) for a text-generation package")
+    on_text = (lambda piece: print(piece, end="", flush=True)) if args.stream and not args.json else None
+    result = pipe.generate(args.prompt, on_text=on_text, **overrides)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print("" if on_text else result.text)
+    t = result.timings
+    speed = f", {t['tokens_per_s']:.1f} tokens/s" if t.get("tokens_per_s") else ""
+    ttft = f", first token {t['time_to_first_token_ms']:.1f} ms" if t.get("time_to_first_token_ms") else ""
+    print(f"[{len(result.tokens)} tokens, stop: {result.stop_reason}{ttft}{speed}]", file=sys.stderr)
+    print(_describe_ran(result.ran.to_dict()))
     return 0
 
 
@@ -148,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("tiny-model", help="write a small random-weight model of a family (offline)")
-    p.add_argument("family")
+    p.add_argument("family", help="clip, gpt2, llama")
     p.add_argument("out_dir")
     p.set_defaults(func=cmd_tiny_model)
 
@@ -177,7 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="text to embed")
     p.add_argument("--images", help="folder of images to search")
     p.add_argument("--query", help="text query for --images")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=int, help="search: number of hits (default 5); generation: top-k sampling")
+    p.add_argument("--prompt", help="text generation: the prompt")
+    p.add_argument("--chat", action="store_true", help="text generation: interactive multi-turn chat on stdin")
+    p.add_argument("--system", help="chat: system message")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--temperature", type=float, help="sampling temperature (turns sampling on)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling (turns sampling on)")
+    p.add_argument("--beams", type=int, help="beam search width")
+    p.add_argument("--repetition-penalty", type=float)
+    p.add_argument("--seed", type=int, help="sampling seed")
+    p.add_argument("--greedy", action="store_true", help="force greedy decoding")
+    p.add_argument("--stream", action="store_true", help="print text as it is generated")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("info", help="summarise a package; --verify checks every checksum")

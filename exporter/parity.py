@@ -39,7 +39,8 @@ def check(spec: ComponentSpec, artifact: Artifact, files: dict[str, Path]) -> di
     checks = []
     for name, signature in runner.signatures.items():
         cases = ([(spec.static_signatures[name], 0), (spec.static_signatures[name], 1)] if artifact.static
-                 else [(spec.export_sizes, 0), (spec.second_sizes, 1)])
+                 else [(spec.export_sizes, 0), (spec.second_sizes, 1)]
+                 + [(sizes, 2 + i) for i, sizes in enumerate(spec.more_sizes)])
         for sizes, seed in cases:
             sample = spec.sample(sizes, seed)
             with torch.no_grad():

@@ -18,7 +18,8 @@ Schema version 1 (changes must bump ``SCHEMA_VERSION`` and update the exporter a
     Artifact: {format, variant, precision, static, file, extra_files, signatures, parity}
     signatures: {name: {file, engine_key, inputs, outputs}}  # entry points: one per graph, or per TFLite
         # signature (a static decoder has "decode" and one "prefill_N" per prompt bucket); the first is the default
-    TensorSpec: {name, engine_name, dtype, shape}   # shape: ints (fixed) or strings (named dynamic dims)
+    TensorSpec: {name, engine_name, dtype, shape, dims}  # shape: ints (fixed) or strings (named dynamic dims);
+        # dims: the axis names, kept for fixed shapes too (which axis is "batch")
 """
 
 from __future__ import annotations
@@ -52,10 +53,16 @@ class TensorSpec:
     dtype: str
     shape: tuple[int | str, ...]
     engine_name: str = ""
+    dims: tuple[str | None, ...] = ()  # what each axis is ("batch", "sequence"...), kept when the shape is fixed
 
     @property
     def bound_name(self) -> str:
         return self.engine_name or self.name
+
+    def axis(self, dim: str) -> int | None:
+        """Index of the axis named ``dim`` (e.g. "batch"), or None."""
+        names = self.dims or tuple(d if isinstance(d, str) else None for d in self.shape)
+        return names.index(dim) if dim in names else None
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> TensorSpec:
@@ -65,11 +72,15 @@ class TensorSpec:
         shape = _require(d, "shape", list, where)
         if not all(isinstance(s, (int, str)) for s in shape):
             raise PackageError(f"manifest: {where}.shape must hold ints or dimension names")
+        dims = tuple(d.get("dims") or ())
+        if dims and (len(dims) != len(shape) or not all(n is None or isinstance(n, str) for n in dims)):
+            raise PackageError(f"manifest: {where}.dims must name each axis of the shape (or be null)")
         return cls(name=_require(d, "name", str, where), dtype=dtype, shape=tuple(shape),
-                   engine_name=d.get("engine_name", "") or "")
+                   engine_name=d.get("engine_name", "") or "", dims=dims)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "engine_name": self.engine_name, "dtype": self.dtype, "shape": list(self.shape)}
+        return {"name": self.name, "engine_name": self.engine_name, "dtype": self.dtype, "shape": list(self.shape),
+                "dims": list(self.dims)}
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,11 @@ class SignatureRunner:
         # Per-call work is kept to the minimum (see bench/runtime_overhead.py): specs and dtypes resolved once.
         self._checks = [(t.name, t, np.dtype(t.dtype)) for t in signature.inputs]
         self._outputs = [(t.name, t.bound_name) for t in signature.outputs]
-        fixed_batches = {t.shape[0] for t in signature.inputs if t.shape and isinstance(t.shape[0], int)}
+        # A fixed "batch" axis (static signatures) is served in chunks; find it by name in each tensor.
+        self._batch_in = {t.name: t.axis("batch") for t in signature.inputs}
+        self._batch_out = {t.name: t.axis("batch") for t in signature.outputs}
+        fixed_batches = {t.shape[a] for t in signature.inputs if (a := t.axis("batch")) is not None
+                         and isinstance(t.shape[a], int)}
         self.fixed_batch: int | None = fixed_batches.pop() if len(fixed_batches) == 1 else None
 
     def input_spec(self, name: str) -> TensorSpec:
@@ -50,7 +54,7 @@ class SignatureRunner:
                 raise InputError(f"{self.component}: input '{name}' must have {len(spec.shape)} dimensions "
                                  f"{list(spec.shape)}, got shape {list(x.shape)}")
             for axis, (want, got) in enumerate(zip(spec.shape, x.shape)):
-                if want.__class__ is int and want != got and not (axis == 0 and self.fixed_batch):
+                if want.__class__ is int and want != got and not (axis == self._batch_in[name] and self.fixed_batch):
                     raise StaticShapeError(
                         f"{self.component}: input '{name}' axis {axis} is fixed at {want} in this "
                         f"{self.artifact.format}/{self.artifact.variant} artifact, got {got}; use a dynamic "
@@ -76,18 +80,32 @@ class SignatureRunner:
     def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
         feeds = self._check(feeds)
         batch = self.fixed_batch
-        n = next(iter(feeds.values())).shape[0]
-        if batch is None or n == batch:
+        if batch is None:
+            return self._run_once(feeds)
+        axes = {self._inputs[n].bound_name: self._batch_in[n] for n in self._inputs}
+        n = next(v.shape[axes[k]] for k, v in feeds.items() if axes[k] is not None)
+        if n == batch:
             return self._run_once(feeds)
         # Fixed-batch graph: run in chunks, padding the last chunk by repeating its final row.
         parts: list[dict[str, np.ndarray]] = []
         for start in range(0, n, batch):
-            chunk = {k: v[start:start + batch] for k, v in feeds.items()}
-            real = next(iter(chunk.values())).shape[0]
-            if real < batch:
-                chunk = {k: np.concatenate([v, np.repeat(v[-1:], batch - real, axis=0)]) for k, v in chunk.items()}
-            parts.append({k: v[:real] for k, v in self._run_once(chunk).items()})
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            real = min(batch, n - start)
+            chunk = {}
+            for k, v in feeds.items():
+                a = axes[k]
+                if a is None:
+                    chunk[k] = v
+                    continue
+                part = np.take(v, range(start, start + real), axis=a)
+                if real < batch:
+                    last = np.take(part, [real - 1], axis=a)
+                    part = np.concatenate([part, np.repeat(last, batch - real, axis=a)], axis=a)
+                chunk[k] = np.ascontiguousarray(part)
+            out = self._run_once(chunk)
+            parts.append({k: np.take(v, range(real), axis=self._batch_out[k]) if self._batch_out[k] is not None else v
+                          for k, v in out.items()})
+        return {k: np.concatenate([p[k] for p in parts], axis=self._batch_out[k]) if self._batch_out[k] is not None
+                else parts[0][k] for k in parts[0]}
 
 
 class ComponentRunner:

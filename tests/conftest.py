@@ -41,3 +41,20 @@ def photos(tmp_path_factory) -> Path:
     for name in ("astronaut", "chelsea", "coffee", "rocket", "camera"):
         Image.fromarray(np.asarray(getattr(data, name)())).save(folder / f"{name}.jpg", quality=92)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dirs(tmp_path_factory) -> dict[str, Path]:
+    from mmedge.exporter.families.causal_lm_tiny import write_tiny_causal_lm
+
+    root = tmp_path_factory.mktemp("tiny-lm")
+    return {v: write_tiny_causal_lm(root / v, v) for v in ("gpt2", "llama")}
+
+
+@pytest.fixture(scope="session")
+def lm_packages(tiny_lm_dirs, tmp_path_factory) -> dict[str, Path]:
+    """Tiny GPT-2 and Llama packages with every format, dynamic and static cache (~1.5 min in all)."""
+    from mmedge.exporter.export import export
+
+    root = tmp_path_factory.mktemp("lm-pkg")
+    return {v: export(d, root / v, static=True) for v, d in tiny_lm_dirs.items()}

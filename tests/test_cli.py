@@ -85,7 +85,7 @@ def test_devices_with_a_fake_root(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, code, message", [
-    (["tiny-model", "nosuchfamily", "x"], 2, "unknown family 'nosuchfamily'"),
+    (["tiny-model", "nosuchfamily", "x"], 2, "no tiny model 'nosuchfamily'"),
     (["run", "{pkg}", "--device", "toaster", "--text", "x"], 2, "toaster"),
     (["run", "{pkg}", "--variant", "int3", "--text", "x"], 3, "variant 'int3'"),
     (["run", "{pkg}", "--image", "{bad_image}", "--labels", "a,b"], 5, "not-an-image.jpg"),

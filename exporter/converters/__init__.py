@@ -32,7 +32,8 @@ def contract(decls: tuple[TensorDecl, ...], *, sizes: dict[str, int] | None,
              dtype_map: dict[str, str] | None = None) -> tuple[TensorSpec, ...]:
     """Manifest tensor specs: named dims stay symbolic unless ``sizes`` fixes them (static signature)."""
     return tuple(TensorSpec(name=d.name, dtype=(dtype_map or {}).get(d.dtype, d.dtype),
-                            shape=tuple(d.shape(sizes) if sizes is not None else d.dims), engine_name=d.name)
+                            shape=tuple(d.shape(sizes) if sizes is not None else d.dims), engine_name=d.name,
+                            dims=tuple(n if isinstance(n, str) else None for n in d.dims))
                  for d in decls)
 
 

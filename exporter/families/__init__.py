@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mmedge.errors import UnknownFamilyError
 from mmedge.exporter.families.base import FamilySpec
+from mmedge.exporter.families.causal_lm import CausalLmSpec
 from mmedge.exporter.families.clip import ClipSpec
 
-FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (ClipSpec(),)}
+FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (ClipSpec(), CausalLmSpec())}
+#: ``mmedge tiny-model NAME``: a family name, or a named tiny variant of a family.
+TINY_MODELS: dict[str, tuple[str, str | None]] = {"clip": ("clip", None), "gpt2": ("causal-lm", "gpt2"),
+                                                  "llama": ("causal-lm", "llama")}
+
+
+def write_tiny_model(name: str, out_dir: Path) -> Path:
+    """Write the tiny random-weight model ``name`` (see ``TINY_MODELS``) into ``out_dir``."""
+    if name not in TINY_MODELS:
+        raise UnknownFamilyError(f"no tiny model '{name}'; choose one of: {', '.join(TINY_MODELS)}")
+    family, variant = TINY_MODELS[name]
+    spec = FAMILIES[family]
+    return spec.write_tiny(out_dir) if variant is None else spec.write_tiny(out_dir, variant)
 
 
 def get_family(name: str) -> FamilySpec:

@@ -41,6 +41,7 @@ class ComponentSpec:
     second_sizes: dict[str, int]
     static_signatures: dict[str, dict[str, int]]
     atol: float = 1e-4
+    more_sizes: tuple[dict[str, int], ...] = ()  # further dynamic shapes to check (e.g. an empty past)
     needs_dynamo: bool = False            # the TorchScript exporter cannot trace it (transformers decoders)
     derived_dims: tuple[str, ...] = ()    # dynamic dims torch.export derives from others (past + sequence)
 

@@ -6,7 +6,8 @@ import importlib
 
 from mmedge.errors import UnknownFamilyError
 
-PIPELINES = {"clip": "mmedge.runtime.pipelines.clip:ClipPipeline"}
+PIPELINES = {"clip": "mmedge.runtime.pipelines.clip:ClipPipeline",
+             "causal-lm": "mmedge.runtime.pipelines.text_generation:TextGenerationPipeline"}
 
 
 def pipeline_class(family: str) -> type:

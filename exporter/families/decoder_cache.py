@@ -1,0 +1,86 @@
+"""The KV-cache decoder graph shared by every generative family.
+
+One graph serves both cache strategies. Inputs: ``input_ids`` [B, T], explicit ``position_ids`` [B, T],
+``attention_mask`` [B, P+T] (1 = a cache slot or new token that may be attended), and the past keys and
+values of all layers stacked as ``past_keys``/``past_values`` [L, B, H, P, D]. Outputs: ``logits``
+[B, T, V] and only the *new* keys/values [L, B, H, T, D]. The runtime owns the cache:
+
+- dynamic: P grows with the text (P may be 0 at prefill); ORT/OpenVINO run it with any P.
+- static: P is a fixed ``max_cache_len`` buffer whose unused slots are masked out; the runtime writes the
+  new keys/values into the buffer in place. Fixed shapes for TFLite and NPUs; prompts go through
+  ``prefill_N`` signatures (N = bucket) and tokens through ``decode`` (T = 1).
+
+Because positions are explicit and invalid slots are masked, both give the same logits as the model's
+own cache. transformers' ``DynamicCache`` is filled from the stacked inputs inside the graph, so the
+model's attention code is used unchanged (no re-implementation to drift from upstream).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+from mmedge.exporter.families.base import TensorDecl
+
+CACHE_DIMS = ("layers", "batch", "kv_heads", "past_sequence", "head_dim")
+
+
+class DecoderWithCache(torch.nn.Module):
+    """Wraps a causal LM (``forward(input_ids, position_ids, attention_mask, past_key_values)``)."""
+
+    def __init__(self, model: torch.nn.Module, num_layers: int):
+        super().__init__()
+        self.model, self.num_layers = model, num_layers
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
+                past_keys: torch.Tensor, past_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        cache = DynamicCache()
+        for layer in range(self.num_layers):
+            cache.update(past_keys[layer], past_values[layer], layer)
+        out = self.model(input_ids=input_ids.long(), position_ids=position_ids.long(),
+                         attention_mask=attention_mask.long(), past_key_values=cache, use_cache=True)
+        new = input_ids.shape[1]
+        layers = out.past_key_values.layers
+        keys = torch.stack([layers[i].keys[:, :, -new:] for i in range(self.num_layers)])
+        values = torch.stack([layers[i].values[:, :, -new:] for i in range(self.num_layers)])
+        return {"logits": out.logits, "new_keys": keys, "new_values": values}
+
+
+def cache_io(layers: int, kv_heads: int, head_dim: int, vocab: int) -> tuple[tuple[TensorDecl, ...], tuple[TensorDecl, ...]]:
+    """The declared inputs and outputs of ``DecoderWithCache``."""
+    past = (layers, "batch", kv_heads, "past_sequence", head_dim)
+    new = (layers, "batch", kv_heads, "sequence", head_dim)
+    inputs = (TensorDecl("input_ids", "int64", ("batch", "sequence")),
+              TensorDecl("position_ids", "int64", ("batch", "sequence")),
+              TensorDecl("attention_mask", "int64", ("batch", "total_sequence")),
+              TensorDecl("past_keys", "float32", past), TensorDecl("past_values", "float32", past))
+    outputs = (TensorDecl("logits", "float32", ("batch", "sequence", vocab)),
+               TensorDecl("new_keys", "float32", new), TensorDecl("new_values", "float32", new))
+    return inputs, outputs
+
+
+def cache_sample(layers: int, kv_heads: int, head_dim: int, vocab: int, max_positions: int):
+    """Sample inputs at ``sizes`` (batch, sequence, past_sequence): random tokens at explicit positions,
+    a past whose first slots are masked out (as unused static slots or padding would be)."""
+    def sample(sizes: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        batch, seq, past = sizes["batch"], sizes["sequence"], sizes["past_sequence"]
+        start = max(0, min(past, max_positions - seq))
+        ids = torch.randint(0, vocab, (batch, seq), generator=g)
+        positions = (torch.arange(seq) + start).repeat(batch, 1)
+        mask = torch.ones(batch, past + seq, dtype=torch.int64)
+        if past > 2:
+            mask[:, past // 2: past] = 0  # unused slots at the end of the past, as in a static buffer
+        shape = (layers, batch, kv_heads, past, head_dim)
+        return {"input_ids": ids, "position_ids": positions, "attention_mask": mask,
+                "past_keys": torch.randn(shape, generator=g), "past_values": torch.randn(shape, generator=g)}
+    return sample
+
+
+def static_signatures(max_cache_len: int, prompt_buckets: tuple[int, ...]) -> dict[str, dict[str, int]]:
+    """``decode`` (one token) and one ``prefill_N`` per prompt bucket, all over a fixed cache."""
+    sigs = {"decode": {"batch": 1, "sequence": 1, "past_sequence": max_cache_len, "total_sequence": max_cache_len + 1}}
+    for n in prompt_buckets:
+        sigs[f"prefill_{n}"] = {"batch": 1, "sequence": n, "past_sequence": max_cache_len,
+                                "total_sequence": max_cache_len + n}
+    return sigs

@@ -1,0 +1,116 @@
+"""``CachedDecoder``: the engine-backed ``StepModel`` for the shared KV-cache decoder graph.
+
+The graph (see the exporter's ``decoder_cache``) takes the past keys/values of all layers stacked as
+[L, N, H, P, D] plus explicit positions and a mask, and returns logits and only the *new* keys/values.
+This class owns the cache:
+
+- dynamic artifacts: the past is exactly the cached tokens (P grows; P = 0 at prefill); each step appends
+  the new keys/values (one concatenation, the copy any growing cache needs);
+- static artifacts: the past is a fixed ``max_cache_len`` buffer, unused slots masked out; new keys/values
+  are written into it in place; prompts go through the ``prefill_N`` signatures (smallest bucket that fits,
+  longer prompts in chunks), single tokens through ``decode``.
+
+Exceeding the cache or the model's position range is a ``StaticShapeError`` before the engine runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmedge.errors import StaticShapeError
+from mmedge.runtime.runner import ComponentRunner
+
+
+class CachedDecoder:
+    """Implements ``mmedge.runtime.generation.StepModel``. ``extra_feeds`` are passed on every call
+    (e.g. an encoder's cross-attention keys/values)."""
+
+    def __init__(self, runner: ComponentRunner, cache: dict, *, pad_token_id: int = 0,
+                 extra_feeds: dict[str, np.ndarray] | None = None):
+        self.runner, self.extra_feeds = runner, dict(extra_feeds or {})
+        self.layers, self.kv_heads, self.head_dim = int(cache["layers"]), int(cache["kv_heads"]), int(cache["head_dim"])
+        self.max_positions = int(cache["max_positions"])
+        self.static = runner.artifact.static
+        self.pad_token_id = int(pad_token_id)
+        if self.static:
+            self.capacity = int(cache["max_cache_len"])
+            self.buckets = sorted(int(name.split("_", 1)[1]) for name in runner.signatures if name.startswith("prefill_"))
+            self.max_length: int | None = min(self.capacity, self.max_positions)
+        else:
+            self.max_length = self.max_positions
+        self.reset()
+
+    @property
+    def cache_length(self) -> int:
+        return self.length
+
+    def reset(self, rows: int = 1) -> None:
+        self.length = 0
+        shape = (self.layers, rows, self.kv_heads, self.capacity if self.static else 0, self.head_dim)
+        self.keys = np.zeros(shape, np.float32)
+        self.values = np.zeros(shape, np.float32)
+
+    def reorder(self, rows: np.ndarray) -> None:
+        self.keys = np.ascontiguousarray(self.keys[:, rows])
+        self.values = np.ascontiguousarray(self.values[:, rows])
+
+    def _rows(self, n: int) -> None:
+        if self.keys.shape[1] != n:
+            if self.keys.shape[1] != 1:
+                raise StaticShapeError(f"the cache holds {self.keys.shape[1]} rows, the call has {n}")
+            self.reorder(np.zeros(n, np.int64))
+
+    def extend(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, np.int64)
+        n, t = ids.shape
+        if self.length + t > (self.max_length or self.length + t):
+            raise StaticShapeError(
+                f"{self.length} cached + {t} new tokens exceed this decoder's limit of {self.max_length} "
+                f"({'max_cache_len' if self.static and self.capacity <= self.max_positions else 'max positions'}); "
+                "shorten the prompt or lower max_new_tokens")
+        self._rows(n)
+        return self._extend_static(ids) if self.static else self._extend_dynamic(ids)
+
+    def _extend_dynamic(self, ids: np.ndarray) -> np.ndarray:
+        n, t = ids.shape
+        positions = np.broadcast_to(np.arange(self.length, self.length + t, dtype=np.int64), (n, t))
+        out = self.runner(input_ids=ids, position_ids=np.ascontiguousarray(positions),
+                          attention_mask=np.ones((n, self.length + t), np.int64),
+                          past_keys=self.keys, past_values=self.values, **self.extra_feeds)
+        self.keys = np.concatenate([self.keys, out["new_keys"]], axis=3)
+        self.values = np.concatenate([self.values, out["new_values"]], axis=3)
+        self.length += t
+        return out["logits"][:, -1]
+
+    def _extend_static(self, ids: np.ndarray) -> np.ndarray:
+        logits = None
+        start = 0
+        while start < ids.shape[1]:
+            remaining = ids.shape[1] - start
+            if remaining == 1:
+                name, size = "decode", 1
+            else:
+                size = next((b for b in self.buckets if b >= remaining), self.buckets[-1])
+                name = f"prefill_{size}"
+            real = min(size, remaining)
+            logits = self._run_static(name, size, ids[:, start:start + real])
+            start += real
+        return logits
+
+    def _run_static(self, signature: str, size: int, chunk: np.ndarray) -> np.ndarray:
+        n, real = chunk.shape
+        feed_ids = np.full((n, size), self.pad_token_id, np.int64)
+        feed_ids[:, :real] = chunk
+        # Padded positions continue the sequence (clamped to the position table); they are masked out and,
+        # coming after the real tokens, never seen by them (causal attention).
+        positions = np.minimum(np.arange(self.length, self.length + size, dtype=np.int64), self.max_positions - 1)
+        mask = np.zeros((n, self.capacity + size), np.int64)
+        mask[:, : self.length] = 1
+        mask[:, self.capacity: self.capacity + real] = 1
+        out = self.runner.signature(signature)(
+            input_ids=feed_ids, position_ids=np.ascontiguousarray(np.broadcast_to(positions, (n, size))),
+            attention_mask=mask, past_keys=self.keys, past_values=self.values, **self.extra_feeds)
+        self.keys[:, :, :, self.length: self.length + real] = out["new_keys"][:, :, :, :real]
+        self.values[:, :, :, self.length: self.length + real] = out["new_values"][:, :, :, :real]
+        self.length += real
+        return out["logits"][:, real - 1]

@@ -1,0 +1,164 @@
+"""Text generation with a decoder LM package: prompt -> text, streaming, and multi-turn chat that keeps
+the KV cache between turns. Decoding is ``mmedge.runtime.generation`` (token-equal to transformers'
+``generate``); the model's ``generation_config`` from the package is the default, callers override it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from mmedge.errors import InputError, UsageError
+from mmedge.runtime.decoder import CachedDecoder
+from mmedge.runtime.generation import GenerationConfig, generate, stream
+from mmedge.runtime.loader import RunInfo
+from mmedge.runtime.package import Package
+from mmedge.runtime.preprocess.tokenizer import IncrementalDecoder, TextTokenizer
+from mmedge.runtime.runner import ComponentRunner
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    tokens: list[int]
+    stop_reason: str
+    prompt_tokens: int
+    timings: dict
+    ran: RunInfo
+
+    def to_dict(self) -> dict:
+        return {"task": "text-generation", "text": self.text, "tokens": self.tokens, "stop_reason": self.stop_reason,
+                "prompt_tokens": self.prompt_tokens, "timings": self.timings, "ran": self.ran.to_dict()}
+
+
+class _Timer:
+    """Time to first token and tokens/s, measured around the decoder calls the loop makes."""
+
+    def __init__(self):
+        self.start, self.first, self.count = time.perf_counter(), None, 0
+
+    def token(self, _token: int) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = time.perf_counter()
+
+    def result(self) -> dict:
+        end = time.perf_counter()
+        ttft = (self.first or end) - self.start
+        rest = end - (self.first or end)
+        return {"time_to_first_token_ms": 1000 * ttft, "total_ms": 1000 * (end - self.start),
+                "new_tokens": self.count, "tokens_per_s": (self.count - 1) / rest if self.count > 1 and rest > 0 else None}
+
+
+class TextGenerationPipeline:
+    family = "causal-lm"
+
+    def __init__(self, package: Package, runners: dict[str, ComponentRunner], ran: RunInfo):
+        text = package.manifest.preprocessing["text"]
+        gen = package.manifest.generation
+        self.package, self.ran = package, ran
+        self.tokenizer = TextTokenizer(package.path(text["tokenizer_file"]))
+        self.config = GenerationConfig.from_dict(gen.get("config", {}))
+        self.chat_markers = text.get("chat")
+        pad = text.get("pad_token_id")
+        self.decoder = CachedDecoder(runners["decoder"], gen["cache"], pad_token_id=pad if pad is not None else 0)
+
+    def _config(self, overrides: dict) -> GenerationConfig:
+        return self.config.with_overrides(**{k: v for k, v in overrides.items() if v is not None})
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        if not isinstance(prompt, str) or not prompt:
+            raise InputError("the prompt is empty; give some text, e.g. --prompt 'Once upon a time'")
+        ids = self.tokenizer.encode(prompt)
+        if not ids:
+            raise InputError("the prompt produced no tokens")
+        return ids
+
+    def generate(self, prompt: str, *, on_text: Callable[[str], None] | None = None, **overrides) -> GenerationResult:
+        """Generate a continuation of ``prompt``; ``on_text`` receives text pieces as they come (streaming).
+        Overrides are ``GenerationConfig`` fields (max_new_tokens, temperature, top_p, num_beams, seed...)."""
+        config = self._config(overrides)
+        ids = self._prompt_ids(prompt)
+        timer, pieces = _Timer(), IncrementalDecoder(self.tokenizer)
+
+        def on_token(token: int) -> None:
+            timer.token(token)
+            if on_text is not None:
+                piece = pieces.push(token)
+                if piece:
+                    on_text(piece)
+
+        streaming = config.num_beams == 1
+        out = generate(self.decoder, ids, config, on_token=on_token if streaming else None,
+                       decode=self.tokenizer.decode if config.stop_strings else None)
+        timings = timer.result()
+        if not streaming:  # beams know their tokens only at the end: no time to first token
+            total = timings["total_ms"] / 1000
+            timings.update(time_to_first_token_ms=None, new_tokens=len(out.tokens),
+                           tokens_per_s=len(out.tokens) / total if total > 0 else None)
+        return GenerationResult(text=self.tokenizer.decode(out.tokens), tokens=out.tokens, stop_reason=out.stop_reason,
+                                prompt_tokens=out.num_prompt_tokens, timings=timings, ran=self.ran)
+
+    def stream(self, prompt: str, **overrides) -> Iterator[str]:
+        """Text pieces as they are generated (greedy or sampling)."""
+        config = self._config(overrides)
+        pieces = IncrementalDecoder(self.tokenizer)
+        for token in stream(self.decoder, self._prompt_ids(prompt), config):
+            piece = pieces.push(token)
+            if piece:
+                yield piece
+
+    def chat(self, system: str | None = None) -> ChatSession:
+        if not self.chat_markers:
+            raise UsageError("this model has no chat template; use generate()/--prompt instead of --chat")
+        return ChatSession(self, system)
+
+
+@dataclass
+class ChatSession:
+    """Multi-turn chat on one kept KV cache: each turn only feeds the new tokens (the chat template's turn
+    markers around the user message), never the whole history again."""
+
+    pipe: TextGenerationPipeline
+    system: str | None = None
+    history: list[dict] = field(default_factory=list)
+    _last: tuple[int, str] | None = None  # the last generated token (not yet in the cache) and why it stopped
+
+    def send(self, message: str, *, on_text: Callable[[str], None] | None = None, **overrides) -> GenerationResult:
+        if not message.strip():
+            raise InputError("empty chat message")
+        m = self.pipe.chat_markers
+        if not self.history:
+            text = (m["system_prefix"] + self.system + (m["system_suffix"] or "") if self.system and m.get("system_suffix") is not None
+                    else "") + m["user_prefix"] + message + m["assistant_prefix"]
+            if self.system and m.get("system_suffix") is None:
+                raise UsageError("this chat template has no separable system turn; start the chat without one")
+        tok = self.pipe.tokenizer
+        pending: list[int] = []
+        if self._last is not None:
+            # The loop never feeds its last token back; it opens this turn. An eos that is the template's own
+            # end-of-turn marker is not repeated.
+            last, reason = self._last
+            suffix, last_text = m["assistant_suffix"], tok.decode([last], skip_special_tokens=False)
+            if reason == "eos" and suffix.startswith(last_text):
+                suffix = suffix[len(last_text):]
+            pending = [last]
+            text = suffix + m["user_prefix"] + message + m["assistant_prefix"]
+        ids = pending + tok.encode(text, add_special_tokens=not self.history)
+        config = self.pipe._config({**overrides, "num_beams": 1})
+        timer, pieces = _Timer(), IncrementalDecoder(tok)
+
+        def on_token(token: int) -> None:
+            timer.token(token)
+            piece = pieces.push(token)
+            if piece and on_text is not None:
+                on_text(piece)
+
+        out = generate(self.pipe.decoder, ids, config, continue_cache=bool(self.history), on_token=on_token)
+        self._last = (out.sequence[-1], out.stop_reason)
+        reply = tok.decode(out.tokens)
+        self.history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
+        return GenerationResult(text=reply, tokens=out.tokens, stop_reason=out.stop_reason,
+                                prompt_tokens=out.num_prompt_tokens, timings=timer.result(), ran=self.pipe.ran)
