@@ -28,6 +28,10 @@ def resolve(model: str | Path, *, revision: str | None = None) -> ModelSource:
     """A local HF directory as is; anything else that looks like ``owner/name`` is fetched from the hub."""
     path = Path(model)
     if path.exists():
+        from mmedge.exporter.importers import is_ctranslate2_whisper
+
+        if is_ctranslate2_whisper(path):
+            return _import_ctranslate2(path)
         if not (path / "config.json").is_file():
             raise ExportError(f"{path} has no config.json: give a Hugging Face model directory "
                               "(or create one with `mmedge tiny-model FAMILY DIR`)")
@@ -43,6 +47,20 @@ def resolve(model: str | Path, *, revision: str | None = None) -> ModelSource:
         raise ExportError(f"cannot download '{model}' from the Hugging Face hub ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:200]}); check the id and your network, or pass a local directory") from None
     return ModelSource(str(model), "hf-hub", directory, revision, _read_config(directory))
+
+
+def _import_ctranslate2(path: Path) -> ModelSource:
+    """A CTranslate2 (faster-whisper) directory: converted to a HF directory in a temporary folder first."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from mmedge.exporter.importers import import_ctranslate2_whisper
+
+    work = Path(tempfile.mkdtemp(prefix="mmedge-ct2-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    directory = import_ctranslate2_whisper(path, work / "hf")
+    return ModelSource(str(path), "ctranslate2", directory, None, _read_config(directory))
 
 
 def _read_config(directory: Path) -> dict:

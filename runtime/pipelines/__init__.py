@@ -7,7 +7,8 @@ import importlib
 from mmedge.errors import UnknownFamilyError
 
 PIPELINES = {"clip": "mmedge.runtime.pipelines.clip:ClipPipeline",
-             "causal-lm": "mmedge.runtime.pipelines.text_generation:TextGenerationPipeline"}
+             "causal-lm": "mmedge.runtime.pipelines.text_generation:TextGenerationPipeline",
+             "whisper": "mmedge.runtime.pipelines.whisper:WhisperPipeline"}
 
 
 def pipeline_class(family: str) -> type:
