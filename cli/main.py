@@ -72,6 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                         verify=not args.no_verify, options=_runtime_options(args))
     if pipe.family == "causal-lm":
         return _run_text_generation(pipe, args)
+    if pipe.task == "automatic-speech-recognition":
+        return _run_asr(pipe, args)
     if pipe.family != "clip":
         raise UsageError(f"mmedge run has no task inputs for family '{pipe.family}' yet")
     if args.prompt or args.chat:
@@ -110,6 +112,23 @@ def _generation_overrides(args: argparse.Namespace) -> dict:
     if args.greedy:
         overrides["do_sample"] = False
     return overrides
+
+
+def _run_asr(pipe, args: argparse.Namespace) -> int:
+    if not args.audio:
+        raise UsageError("give --audio FILE (WAV, FLAC, raw 16 kHz PCM...) for a speech-recognition package")
+    options = {"language": args.language, "task": args.task} if pipe.family == "whisper" else {}
+    if pipe.family == "whisper":
+        options.update(_generation_overrides(args))
+    elif args.language or args.task:
+        raise UsageError(f"--language/--task apply to Whisper packages, not '{pipe.family}'")
+    result = pipe.transcribe(args.audio, **options).to_dict()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(result["text"])
+        print(_describe_ran(result["ran"]))
+    return 0
 
 
 def _run_text_generation(pipe, args: argparse.Namespace) -> int:
@@ -222,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="folder of images to search")
     p.add_argument("--query", help="text query for --images")
     p.add_argument("--top-k", type=int, help="search: number of hits (default 5); generation: top-k sampling")
+    p.add_argument("--audio", help="speech recognition: audio file (WAV, FLAC, .raw 16 kHz 16-bit PCM)")
+    p.add_argument("--language", help="Whisper: language code (default: detected; English-only models: en)")
+    p.add_argument("--task", choices=["transcribe", "translate"], help="Whisper: task (default transcribe)")
     p.add_argument("--prompt", help="text generation: the prompt")
     p.add_argument("--chat", action="store_true", help="text generation: interactive multi-turn chat on stdin")
     p.add_argument("--system", help="chat: system message")

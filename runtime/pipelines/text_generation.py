@@ -54,6 +54,7 @@ class _Timer:
 
 class TextGenerationPipeline:
     family = "causal-lm"
+    task = "text-generation"
 
     def __init__(self, package: Package, runners: dict[str, ComponentRunner], ran: RunInfo):
         text = package.manifest.preprocessing["text"]

@@ -27,6 +27,7 @@ TASKS = ("transcribe", "translate")
 
 class WhisperPipeline:
     family = "whisper"
+    task = "automatic-speech-recognition"
 
     def __init__(self, package: Package, runners: dict[str, ComponentRunner], ran: RunInfo):
         m = package.manifest
