@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("tiny-model", help="write a small random-weight model of a family (offline)")
-    p.add_argument("family", help="clip, gpt2, llama")
+    p.add_argument("family", help="clip, gpt2, llama, wav2vec2")
     p.add_argument("out_dir")
     p.set_defaults(func=cmd_tiny_model)
 

@@ -8,7 +8,8 @@ from mmedge.errors import UnknownFamilyError
 
 PIPELINES = {"clip": "mmedge.runtime.pipelines.clip:ClipPipeline",
              "causal-lm": "mmedge.runtime.pipelines.text_generation:TextGenerationPipeline",
-             "whisper": "mmedge.runtime.pipelines.whisper:WhisperPipeline"}
+             "whisper": "mmedge.runtime.pipelines.whisper:WhisperPipeline",
+             "wav2vec2-ctc": "mmedge.runtime.pipelines.ctc_asr:CtcAsrPipeline"}
 
 
 def pipeline_class(family: str) -> type:

@@ -20,7 +20,6 @@ one per word with ``word_timestamps=True`` (times as transformers' ``return_time
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -94,7 +93,7 @@ class CtcAsrPipeline:
 
     # ----------------------------------------------------------------------------------------- transcribe
 
-    def transcribe(self, audio: AudioInput | Path, *, window_s: float | None = None, word_timestamps: bool = False,
+    def transcribe(self, audio: AudioInput, *, window_s: float | None = None, word_timestamps: bool = False,
                    sampling_rate: int | None = None) -> TranscriptionResult:
         """Greedy CTC transcript of a recording (a path or samples); see the module docstring for windows."""
         logits, positions, windows = self.frame_logits(audio, window_s=window_s, sampling_rate=sampling_rate)
