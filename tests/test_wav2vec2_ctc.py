@@ -21,8 +21,7 @@ import torch
 from mmedge import runtime
 from mmedge.errors import InputError, StaticShapeError
 from mmedge.exporter import families
-from mmedge.exporter.families.wav2vec2_ctc import Wav2Vec2CtcSpec, _ctc_vocabulary
-from mmedge.runtime import pipelines
+from mmedge.exporter.families.wav2vec2_ctc import _ctc_vocabulary
 from mmedge.runtime.preprocess.audio import load_audio
 from mmedge.runtime.preprocess.ctc import AudioNormalizer, CtcVocabulary
 
