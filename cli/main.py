@@ -74,6 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_text_generation(pipe, args)
     if pipe.task == "automatic-speech-recognition":
         return _run_asr(pipe, args)
+    if pipe.family == "llava":
+        return _run_vlm(pipe, args)
     if pipe.family != "clip":
         raise UsageError(f"mmedge run has no task inputs for family '{pipe.family}' yet")
     if args.prompt or args.chat:
@@ -131,23 +133,30 @@ def _run_asr(pipe, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_text_generation(pipe, args: argparse.Namespace) -> int:
+def _run_vlm(pipe, args: argparse.Namespace) -> int:
     overrides = _generation_overrides(args)
     if args.chat:
-        session = pipe.chat(system=args.system)
-        print(_describe_ran(pipe.ran.to_dict()), file=sys.stderr)
-        print("chat: type a message and press Enter; an empty line or Ctrl-D ends", file=sys.stderr)
-        for line in sys.stdin:
-            if not line.strip():
-                break
-            print("assistant: ", end="", flush=True)
-            session.send(line.rstrip("\n"), on_text=lambda piece: print(piece, end="", flush=True), **overrides)
-            print(flush=True)
-        return 0
-    if not args.prompt:
-        raise UsageError("give --prompt 'text' (or --chat) for a text-generation package")
+        session = pipe.chat(args.image, system=args.system)
+        return _chat_loop(pipe, session, overrides)
+    if not (args.image and args.question):
+        raise UsageError("give --image FILE --question 'text' (or --image FILE --chat) for a vision-language package")
     on_text = (lambda piece: print(piece, end="", flush=True)) if args.stream and not args.json else None
-    result = pipe.generate(args.prompt, on_text=on_text, **overrides)
+    return _print_generation(pipe.answer(args.image, args.question, on_text=on_text, **overrides), args, on_text)
+
+
+def _chat_loop(pipe, session, overrides: dict) -> int:
+    print(_describe_ran(pipe.ran.to_dict()), file=sys.stderr)
+    print("chat: type a message and press Enter; an empty line or Ctrl-D ends", file=sys.stderr)
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        print("assistant: ", end="", flush=True)
+        session.send(line.rstrip("\n"), on_text=lambda piece: print(piece, end="", flush=True), **overrides)
+        print(flush=True)
+    return 0
+
+
+def _print_generation(result, args: argparse.Namespace, on_text) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -158,6 +167,16 @@ def _run_text_generation(pipe, args: argparse.Namespace) -> int:
     print(f"[{len(result.tokens)} tokens, stop: {result.stop_reason}{ttft}{speed}]", file=sys.stderr)
     print(_describe_ran(result.ran.to_dict()))
     return 0
+
+
+def _run_text_generation(pipe, args: argparse.Namespace) -> int:
+    overrides = _generation_overrides(args)
+    if args.chat:
+        return _chat_loop(pipe, pipe.chat(system=args.system), overrides)
+    if not args.prompt:
+        raise UsageError("give --prompt 'text' (or --chat) for a text-generation package")
+    on_text = (lambda piece: print(piece, end="", flush=True)) if args.stream and not args.json else None
+    return _print_generation(pipe.generate(args.prompt, on_text=on_text, **overrides), args, on_text)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -211,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("tiny-model", help="write a small random-weight model of a family (offline)")
-    p.add_argument("family", help="clip, gpt2, llama, wav2vec2")
+    p.add_argument("family", help="clip, gpt2, llama, wav2vec2, llava")
     p.add_argument("out_dir")
     p.set_defaults(func=cmd_tiny_model)
 
@@ -244,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", help="speech recognition: audio file (WAV, FLAC, .raw 16 kHz 16-bit PCM)")
     p.add_argument("--language", help="Whisper: language code (default: detected; English-only models: en)")
     p.add_argument("--task", choices=["transcribe", "translate"], help="Whisper: task (default transcribe)")
+    p.add_argument("--question", help="vision-language: a question about --image")
     p.add_argument("--prompt", help="text generation: the prompt")
     p.add_argument("--chat", action="store_true", help="text generation: interactive multi-turn chat on stdin")
     p.add_argument("--system", help="chat: system message")

@@ -17,17 +17,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmedge.errors import StaticShapeError
+from mmedge.errors import StaticShapeError, UsageError
 from mmedge.runtime.runner import ComponentRunner
 
 
 class CachedDecoder:
     """Implements ``mmedge.runtime.generation.StepModel``. ``extra_feeds`` are passed on every call
-    (e.g. an encoder's cross-attention keys/values)."""
+    (e.g. an encoder's cross-attention keys/values). A graph fed with ``inputs_embeds`` (multimodal LMs)
+    gets token embeddings looked up in ``embeddings`` [vocab, hidden]; ``extend_embeds`` feeds ready-made
+    embeddings (a prompt with image features spliced in)."""
 
     def __init__(self, runner: ComponentRunner, cache: dict, *, pad_token_id: int = 0,
-                 extra_feeds: dict[str, np.ndarray] | None = None):
+                 extra_feeds: dict[str, np.ndarray] | None = None, embeddings: np.ndarray | None = None):
         self.runner, self.extra_feeds = runner, dict(extra_feeds or {})
+        self._token_input = "inputs_embeds" if any(t.name == "inputs_embeds" for t in runner.artifact.inputs) else "input_ids"
+        if self._token_input == "inputs_embeds" and embeddings is None:
+            raise UsageError("this decoder takes embeddings: give CachedDecoder the token embedding table")
+        self.embeddings = embeddings
         # Extra feeds (an encoder's cross keys/values) are the same for every row: expanded once to the row
         # count along their batch axis, never re-gathered by beam reordering.
         self._extra_axes = {k: runner.input_spec(k).axis("batch") for k in self.extra_feeds}
@@ -74,19 +80,30 @@ class CachedDecoder:
 
     def extend(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, np.int64)
-        n, t = ids.shape
+        if self.embeddings is not None:
+            return self.extend_embeds(self.embeddings[ids])
+        return self._extend(ids)
+
+    def extend_embeds(self, embeds: np.ndarray) -> np.ndarray:
+        """Append ready-made input embeddings [N, T, hidden] (e.g. text with image features spliced in)."""
+        if self._token_input != "inputs_embeds":
+            raise UsageError("this decoder takes token ids, not embeddings")
+        return self._extend(np.ascontiguousarray(embeds, dtype=np.float32))
+
+    def _extend(self, tokens: np.ndarray) -> np.ndarray:
+        n, t = tokens.shape[:2]
         if self.length + t > (self.max_length or self.length + t):
             raise StaticShapeError(
                 f"{self.length} cached + {t} new tokens exceed this decoder's limit of {self.max_length} "
                 f"({'max_cache_len' if self.static and self.capacity <= self.max_positions else 'max positions'}); "
                 "shorten the prompt or lower max_new_tokens")
         self._rows(n)
-        return self._extend_static(ids) if self.static else self._extend_dynamic(ids)
+        return self._extend_static(tokens) if self.static else self._extend_dynamic(tokens)
 
-    def _extend_dynamic(self, ids: np.ndarray) -> np.ndarray:
-        n, t = ids.shape
+    def _extend_dynamic(self, tokens: np.ndarray) -> np.ndarray:
+        n, t = tokens.shape[:2]
         positions = np.broadcast_to(np.arange(self.length, self.length + t, dtype=np.int64), (n, t))
-        out = self.runner(input_ids=ids, position_ids=np.ascontiguousarray(positions),
+        out = self.runner(**{self._token_input: tokens}, position_ids=np.ascontiguousarray(positions),
                           attention_mask=np.ones((n, self.length + t), np.int64),
                           past_keys=self.keys, past_values=self.values, **self.extra_feeds)
         self.keys = np.concatenate([self.keys, out["new_keys"]], axis=3)
@@ -94,25 +111,28 @@ class CachedDecoder:
         self.length += t
         return out["logits"][:, -1]
 
-    def _extend_static(self, ids: np.ndarray) -> np.ndarray:
+    def _extend_static(self, tokens: np.ndarray) -> np.ndarray:
         logits = None
         start = 0
-        while start < ids.shape[1]:
-            remaining = ids.shape[1] - start
+        while start < tokens.shape[1]:
+            remaining = tokens.shape[1] - start
             if remaining == 1:
                 name, size = "decode", 1
             else:
                 size = next((b for b in self.buckets if b >= remaining), self.buckets[-1])
                 name = f"prefill_{size}"
             real = min(size, remaining)
-            logits = self._run_static(name, size, ids[:, start:start + real])
+            logits = self._run_static(name, size, tokens[:, start:start + real])
             start += real
         return logits
 
     def _run_static(self, signature: str, size: int, chunk: np.ndarray) -> np.ndarray:
-        n, real = chunk.shape
-        feed_ids = np.full((n, size), self.pad_token_id, np.int64)
-        feed_ids[:, :real] = chunk
+        n, real = chunk.shape[:2]
+        if chunk.ndim == 2:  # token ids, padded with the pad token
+            feed = np.full((n, size), self.pad_token_id, np.int64)
+        else:  # embeddings, padded with zeros
+            feed = np.zeros((n, size, chunk.shape[2]), np.float32)
+        feed[:, :real] = chunk
         # Padded positions continue the sequence (clamped to the position table); they are masked out and,
         # coming after the real tokens, never seen by them (causal attention).
         positions = np.minimum(np.arange(self.length, self.length + size, dtype=np.int64), self.max_positions - 1)
@@ -120,7 +140,7 @@ class CachedDecoder:
         mask[:, : self.length] = 1
         mask[:, self.capacity: self.capacity + real] = 1
         out = self.runner.signature(signature)(
-            input_ids=feed_ids, position_ids=np.ascontiguousarray(np.broadcast_to(positions, (n, size))),
+            **{self._token_input: feed}, position_ids=np.ascontiguousarray(np.broadcast_to(positions, (n, size))),
             attention_mask=mask, past_keys=self.keys, past_values=self.values, **self.extra_feeds)
         self.keys[:, :, :, self.length: self.length + real] = out["new_keys"][:, :, :, :real]
         self.values[:, :, :, self.length: self.length + real] = out["new_values"][:, :, :, :real]

@@ -30,7 +30,7 @@ def _tokenizer(chat: bool):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(CORPUS.strip().splitlines(), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=None,
-                                   pad_token=EOS)
+                                   pad_token=EOS, model_input_names=["input_ids", "attention_mask"])
     if chat:
         fast.chat_template = CHATML
     return fast

@@ -25,6 +25,37 @@ from mmedge.exporter.families.base import TensorDecl
 CACHE_DIMS = ("layers", "batch", "kv_heads", "past_sequence", "head_dim")
 
 
+def _fill_cache(past_keys: torch.Tensor, past_values: torch.Tensor, num_layers: int) -> DynamicCache:
+    cache = DynamicCache()
+    for layer in range(num_layers):
+        cache.update(past_keys[layer], past_values[layer], layer)
+    return cache
+
+
+def _new_entries(cache, num_layers: int, new: int) -> tuple[torch.Tensor, torch.Tensor]:
+    layers = cache.layers
+    return (torch.stack([layers[i].keys[:, :, -new:] for i in range(num_layers)]),
+            torch.stack([layers[i].values[:, :, -new:] for i in range(num_layers)]))
+
+
+class EmbedsDecoderWithCache(torch.nn.Module):
+    """The same graph fed with ``inputs_embeds`` [B, T, hidden] instead of token ids, for multimodal LMs
+    whose prompt mixes token embeddings with projected image features. The runtime looks token
+    embeddings up itself (the table ships in the package as ``.npy``), so one graph serves both."""
+
+    def __init__(self, language_model: torch.nn.Module, lm_head: torch.nn.Module, num_layers: int):
+        super().__init__()
+        self.language_model, self.lm_head, self.num_layers = language_model, lm_head, num_layers
+
+    def forward(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
+                past_keys: torch.Tensor, past_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.language_model(inputs_embeds=inputs_embeds, position_ids=position_ids.long(),
+                                  attention_mask=attention_mask.long(),
+                                  past_key_values=_fill_cache(past_keys, past_values, self.num_layers), use_cache=True)
+        keys, values = _new_entries(out.past_key_values, self.num_layers, inputs_embeds.shape[1])
+        return {"logits": self.lm_head(out.last_hidden_state), "new_keys": keys, "new_values": values}
+
+
 class DecoderWithCache(torch.nn.Module):
     """Wraps a causal LM (``forward(input_ids, position_ids, attention_mask, past_key_values)``)."""
 
@@ -34,23 +65,21 @@ class DecoderWithCache(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
                 past_keys: torch.Tensor, past_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        cache = DynamicCache()
-        for layer in range(self.num_layers):
-            cache.update(past_keys[layer], past_values[layer], layer)
         out = self.model(input_ids=input_ids.long(), position_ids=position_ids.long(),
-                         attention_mask=attention_mask.long(), past_key_values=cache, use_cache=True)
-        new = input_ids.shape[1]
-        layers = out.past_key_values.layers
-        keys = torch.stack([layers[i].keys[:, :, -new:] for i in range(self.num_layers)])
-        values = torch.stack([layers[i].values[:, :, -new:] for i in range(self.num_layers)])
+                         attention_mask=attention_mask.long(),
+                         past_key_values=_fill_cache(past_keys, past_values, self.num_layers), use_cache=True)
+        keys, values = _new_entries(out.past_key_values, self.num_layers, input_ids.shape[1])
         return {"logits": out.logits, "new_keys": keys, "new_values": values}
 
 
-def cache_io(layers: int, kv_heads: int, head_dim: int, vocab: int) -> tuple[tuple[TensorDecl, ...], tuple[TensorDecl, ...]]:
-    """The declared inputs and outputs of ``DecoderWithCache``."""
+def cache_io(layers: int, kv_heads: int, head_dim: int, vocab: int, *, embeds_width: int | None = None
+             ) -> tuple[tuple[TensorDecl, ...], tuple[TensorDecl, ...]]:
+    """The declared inputs and outputs of ``DecoderWithCache`` (``EmbedsDecoderWithCache`` with ``embeds_width``)."""
     past = (layers, "batch", kv_heads, "past_sequence", head_dim)
     new = (layers, "batch", kv_heads, "sequence", head_dim)
-    inputs = (TensorDecl("input_ids", "int64", ("batch", "sequence")),
+    first = (TensorDecl("inputs_embeds", "float32", ("batch", "sequence", embeds_width)) if embeds_width
+             else TensorDecl("input_ids", "int64", ("batch", "sequence")))
+    inputs = (first,
               TensorDecl("position_ids", "int64", ("batch", "sequence")),
               TensorDecl("attention_mask", "int64", ("batch", "total_sequence")),
               TensorDecl("past_keys", "float32", past), TensorDecl("past_values", "float32", past))
@@ -59,9 +88,10 @@ def cache_io(layers: int, kv_heads: int, head_dim: int, vocab: int) -> tuple[tup
     return inputs, outputs
 
 
-def cache_sample(layers: int, kv_heads: int, head_dim: int, vocab: int, max_positions: int):
-    """Sample inputs at ``sizes`` (batch, sequence, past_sequence): random tokens at explicit positions,
-    a past whose first slots are masked out (as unused static slots or padding would be)."""
+def cache_sample(layers: int, kv_heads: int, head_dim: int, vocab: int, max_positions: int, *,
+                 embeds_width: int | None = None):
+    """Sample inputs at ``sizes`` (batch, sequence, past_sequence): random tokens (or embeddings) at explicit
+    positions, a past whose last slots are masked out (as unused static slots would be)."""
     def sample(sizes: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
         batch, seq, past = sizes["batch"], sizes["sequence"], sizes["past_sequence"]
@@ -72,7 +102,9 @@ def cache_sample(layers: int, kv_heads: int, head_dim: int, vocab: int, max_posi
         if past > 2:
             mask[:, past // 2: past] = 0  # unused slots at the end of the past, as in a static buffer
         shape = (layers, batch, kv_heads, past, head_dim)
-        return {"input_ids": ids, "position_ids": positions, "attention_mask": mask,
+        first = ({"inputs_embeds": torch.randn(batch, seq, embeds_width, generator=g) * 0.05} if embeds_width
+                 else {"input_ids": ids})
+        return {**first, "position_ids": positions, "attention_mask": mask,
                 "past_keys": torch.randn(shape, generator=g), "past_values": torch.randn(shape, generator=g)}
     return sample
 

@@ -9,7 +9,8 @@ from mmedge.errors import UnknownFamilyError
 PIPELINES = {"clip": "mmedge.runtime.pipelines.clip:ClipPipeline",
              "causal-lm": "mmedge.runtime.pipelines.text_generation:TextGenerationPipeline",
              "whisper": "mmedge.runtime.pipelines.whisper:WhisperPipeline",
-             "wav2vec2-ctc": "mmedge.runtime.pipelines.ctc_asr:CtcAsrPipeline"}
+             "wav2vec2-ctc": "mmedge.runtime.pipelines.ctc_asr:CtcAsrPipeline",
+             "llava": "mmedge.runtime.pipelines.vlm:VlmPipeline"}
 
 
 def pipeline_class(family: str) -> type:

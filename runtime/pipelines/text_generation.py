@@ -27,9 +27,10 @@ class GenerationResult:
     prompt_tokens: int
     timings: dict
     ran: RunInfo
+    task: str = "text-generation"
 
     def to_dict(self) -> dict:
-        return {"task": "text-generation", "text": self.text, "tokens": self.tokens, "stop_reason": self.stop_reason,
+        return {"task": self.task, "text": self.text, "tokens": self.tokens, "stop_reason": self.stop_reason,
                 "prompt_tokens": self.prompt_tokens, "timings": self.timings, "ran": self.ran.to_dict()}
 
 
@@ -126,6 +127,11 @@ class ChatSession:
     system: str | None = None
     history: list[dict] = field(default_factory=list)
     _last: tuple[int, str] | None = None  # the last generated token (not yet in the cache) and why it stopped
+    # Multimodal chats (``vlm``): the first user turn's opening text (with the image placeholder), the ids
+    # transform that expands the placeholder, and the step model that splices image features in.
+    first_user_prefix: str | None = None
+    prepare_ids: Callable[[list[int]], list[int]] | None = None
+    model: object | None = None
 
     def send(self, message: str, *, on_text: Callable[[str], None] | None = None, **overrides) -> GenerationResult:
         if not message.strip():
@@ -133,7 +139,7 @@ class ChatSession:
         m = self.pipe.chat_markers
         if not self.history:
             text = (m["system_prefix"] + self.system + (m["system_suffix"] or "") if self.system and m.get("system_suffix") is not None
-                    else "") + m["user_prefix"] + message + m["assistant_prefix"]
+                    else "") + (self.first_user_prefix or m["user_prefix"]) + message + m["assistant_prefix"]
             if self.system and m.get("system_suffix") is None:
                 raise UsageError("this chat template has no separable system turn; start the chat without one")
         tok = self.pipe.tokenizer
@@ -148,6 +154,8 @@ class ChatSession:
             pending = [last]
             text = suffix + m["user_prefix"] + message + m["assistant_prefix"]
         ids = pending + tok.encode(text, add_special_tokens=not self.history)
+        if self.prepare_ids is not None:
+            ids = self.prepare_ids(ids)
         config = self.pipe._config({**overrides, "num_beams": 1})
         timer, pieces = _Timer(), IncrementalDecoder(tok)
 
@@ -157,7 +165,8 @@ class ChatSession:
             if piece and on_text is not None:
                 on_text(piece)
 
-        out = generate(self.pipe.decoder, ids, config, continue_cache=bool(self.history), on_token=on_token)
+        out = generate(self.model or self.pipe.decoder, ids, config, continue_cache=bool(self.history),
+                       on_token=on_token)
         self._last = (out.sequence[-1], out.stop_reason)
         reply = tok.decode(out.tokens)
         self.history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
