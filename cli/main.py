@@ -76,6 +76,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_asr(pipe, args)
     if pipe.family == "llava":
         return _run_vlm(pipe, args)
+    if pipe.task == "image-to-text":
+        if not args.image:
+            raise UsageError("give --image FILE [--prompt 'a picture of'] for a captioning package")
+        result = pipe.caption(args.image, prompt=args.prompt, **_generation_overrides(args)).to_dict()
+        print(json.dumps(result, indent=2) if args.json else f"{result['text']}\n{_describe_ran(result['ran'])}")
+        return 0
     if pipe.family != "clip":
         raise UsageError(f"mmedge run has no task inputs for family '{pipe.family}' yet")
     if args.prompt or args.chat:
@@ -230,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("tiny-model", help="write a small random-weight model of a family (offline)")
-    p.add_argument("family", help="clip, gpt2, llama, wav2vec2, llava")
+    p.add_argument("family", help="clip, gpt2, llama, llava, vit-gpt2, blip, wav2vec2")
     p.add_argument("out_dir")
     p.set_defaults(func=cmd_tiny_model)
 

@@ -10,7 +10,9 @@ PIPELINES = {"clip": "mmedge.runtime.pipelines.clip:ClipPipeline",
              "causal-lm": "mmedge.runtime.pipelines.text_generation:TextGenerationPipeline",
              "whisper": "mmedge.runtime.pipelines.whisper:WhisperPipeline",
              "wav2vec2-ctc": "mmedge.runtime.pipelines.ctc_asr:CtcAsrPipeline",
-             "llava": "mmedge.runtime.pipelines.vlm:VlmPipeline"}
+             "llava": "mmedge.runtime.pipelines.vlm:VlmPipeline",
+             "vision-encoder-decoder": "mmedge.runtime.pipelines.captioning:CaptioningPipeline",
+             "blip-captioning": "mmedge.runtime.pipelines.captioning:CaptioningPipeline"}
 
 
 def pipeline_class(family: str) -> type:

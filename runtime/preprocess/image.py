@@ -222,3 +222,55 @@ def _center_crop(pixels: np.ndarray, crop_h: int, crop_w: int) -> np.ndarray:
     padded[top_pad : top_pad + h, left_pad : left_pad + w] = pixels
     top, left = top + top_pad, left + left_pad
     return padded[max(0, top) : min(new_h, top + crop_h), max(0, left) : min(new_w, left + crop_w)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fixed-size processors (ViT, BLIP...): resize to (height, width) + rescale + normalise, no crop.
+#
+# Why here and not a new class: their ``preprocess`` is CLIP's with ``do_center_crop`` off and a height/width
+# size (the same ``resize`` → PIL on uint8, float64 rescale, float32 normalise of ``BaseImageProcessor``), so
+# ``ClipImagePreprocessor`` already computes them bit for bit; only the defaults of each HF class differ. The
+# exporter resolves a model's ``preprocessor_config.json`` with these defaults once and writes every key into
+# the manifest, so the device never needs to know which HF class it was.
+
+IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)
+IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
+
+#: HF (slow) class -> its constructor defaults, for the processors that are resize-to-fixed-size + normalise.
+FIXED_SIZE_PROCESSORS: dict[str, dict[str, Any]] = {
+    "ViTImageProcessor": {"size": {"height": 224, "width": 224}, "resample": int(Image.Resampling.BILINEAR),
+                          "image_mean": IMAGENET_STANDARD_MEAN, "image_std": IMAGENET_STANDARD_STD},
+    "BlipImageProcessor": {"size": {"height": 384, "width": 384}, "resample": int(Image.Resampling.BICUBIC),
+                           "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD},
+}
+
+
+def processor_class_name(config: dict[str, Any]) -> str:
+    """The HF image processor class a ``preprocessor_config.json`` names, in its slow spelling (old configs say
+    ``ViTFeatureExtractor``; ``...Fast`` classes are matched to the slow computation this module reproduces)."""
+    name = str(config.get("image_processor_type") or config.get("feature_extractor_type") or "")
+    return name.removesuffix("Fast").replace("FeatureExtractor", "ImageProcessor")
+
+
+def fixed_size_preprocessor(config: dict[str, Any]) -> ClipImagePreprocessor:
+    """A preprocessor equal to the HF fixed-size processor ``config`` describes (``ViTImageProcessor``,
+    ``BlipImageProcessor``): the class defaults fill the keys the file leaves out, ``size`` as an int means a
+    square (HF's ``get_size_dict`` default), and there is never a center crop.
+
+    One deliberate difference: ``ViTImageProcessor`` leaves ``do_convert_rgb`` unset and then fails on
+    grayscale or RGBA input; here unset means convert to RGB (what BLIP does), so such images work. RGB images,
+    the only ones HF accepts there, give identical pixels.
+    """
+    name = processor_class_name(config)
+    if name not in FIXED_SIZE_PROCESSORS:
+        raise PackageError(f"image preprocessing: '{name or 'unnamed'}' is not a fixed-size processor "
+                           f"(supported: {', '.join(FIXED_SIZE_PROCESSORS)})")
+    c = {**FIXED_SIZE_PROCESSORS[name], **{k: v for k, v in config.items() if v is not None}}
+    size = c["size"]
+    if isinstance(size, int):
+        c["size"] = {"height": size, "width": size}
+    c["size"] = _size_dict(c["size"], True, "size")
+    if "shortest_edge" in c["size"]:
+        raise PackageError(f"image preprocessing: {name} needs size with height and width, got {config['size']!r}")
+    c.update(do_center_crop=False, crop_size=c["size"], do_convert_rgb=bool(c.get("do_convert_rgb", True)))
+    return ClipImagePreprocessor.from_config(c)
