@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     pipe = runtime.load(args.package, engine=args.engine, device=args.device, variant=args.variant,
                         verify=not args.no_verify, options=_runtime_options(args))
-    if pipe.family == "causal-lm":
+    if pipe.family in ("causal-lm", "seq2seq"):
         return _run_text_generation(pipe, args)
     if pipe.task == "automatic-speech-recognition":
         return _run_asr(pipe, args)
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("tiny-model", help="write a small random-weight model of a family (offline)")
-    p.add_argument("family", help="clip, gpt2, llama, llava, vit-gpt2, blip, wav2vec2")
+    p.add_argument("family", help="clip, gpt2, llama, llava, vit-gpt2, blip, t5, marian, wav2vec2")
     p.add_argument("out_dir")
     p.set_defaults(func=cmd_tiny_model)
 

@@ -10,17 +10,20 @@ from mmedge.exporter.families.captioning import BlipCaptioningSpec, VisionEncode
 from mmedge.exporter.families.causal_lm import CausalLmSpec
 from mmedge.exporter.families.clip import ClipSpec
 from mmedge.exporter.families.llava import LlavaSpec
+from mmedge.exporter.families.seq2seq import Seq2SeqSpec
 from mmedge.exporter.families.wav2vec2_ctc import Wav2Vec2CtcSpec
 from mmedge.exporter.families.whisper import WhisperSpec
 
 FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (ClipSpec(), CausalLmSpec(), WhisperSpec(),
                                                                   Wav2Vec2CtcSpec(), LlavaSpec(),
-                                                                  VisionEncoderDecoderSpec(), BlipCaptioningSpec())}
+                                                                  VisionEncoderDecoderSpec(), BlipCaptioningSpec(),
+                                                                  Seq2SeqSpec())}
 #: ``mmedge tiny-model NAME``: a family name, or a named tiny variant of a family.
 TINY_MODELS: dict[str, tuple[str, str | None]] = {"clip": ("clip", None), "gpt2": ("causal-lm", "gpt2"),
                                                   "llama": ("causal-lm", "llama"), "wav2vec2": ("wav2vec2-ctc", None),
                                                   "llava": ("llava", None), "vit-gpt2": ("vision-encoder-decoder", None),
-                                                  "blip": ("blip-captioning", None)}
+                                                  "blip": ("blip-captioning", None), "t5": ("seq2seq", "t5"),
+                                                  "marian": ("seq2seq", "marian")}
 
 
 def write_tiny_model(name: str, out_dir: Path) -> Path:

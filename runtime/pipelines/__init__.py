@@ -12,7 +12,8 @@ PIPELINES = {"clip": "mmedge.runtime.pipelines.clip:ClipPipeline",
              "wav2vec2-ctc": "mmedge.runtime.pipelines.ctc_asr:CtcAsrPipeline",
              "llava": "mmedge.runtime.pipelines.vlm:VlmPipeline",
              "vision-encoder-decoder": "mmedge.runtime.pipelines.captioning:CaptioningPipeline",
-             "blip-captioning": "mmedge.runtime.pipelines.captioning:CaptioningPipeline"}
+             "blip-captioning": "mmedge.runtime.pipelines.captioning:CaptioningPipeline",
+             "seq2seq": "mmedge.runtime.pipelines.seq2seq:Seq2SeqPipeline"}
 
 
 def pipeline_class(family: str) -> type:
