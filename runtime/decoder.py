@@ -37,8 +37,10 @@ class CachedDecoder:
         # Extra feeds (an encoder's cross keys/values) are the same for every row: expanded once to the row
         # count along their batch axis, never re-gathered by beam reordering.
         self._extra_axes = {k: runner.input_spec(k).axis("batch") for k in self.extra_feeds}
-        self._extra_rows = {k: np.take(v, [0], axis=a) if a is not None else v for k, v in self.extra_feeds.items()
-                            for a in [self._extra_axes[k]]}
+        self._extra_rows = {k: v if a is None or v.shape[a] == 1 else np.take(v, [0], axis=a)
+                            for k, v in self.extra_feeds.items() for a in [self._extra_axes[k]]}
+        # The cache and the encoder outputs come from the model itself: no NaN/Inf scan per step.
+        runner.trust({"past_keys", "past_values", "inputs_embeds", *self.extra_feeds})
         self.layers, self.kv_heads, self.head_dim = int(cache["layers"]), int(cache["kv_heads"]), int(cache["head_dim"])
         self.max_positions = int(cache["max_positions"])
         self.static = runner.artifact.static

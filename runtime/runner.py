@@ -24,6 +24,9 @@ class SignatureRunner:
         self._inputs = {t.name: t for t in signature.inputs}
         # Per-call work is kept to the minimum (see bench/runtime_overhead.py): specs and dtypes resolved once.
         self._checks = [(t.name, t, np.dtype(t.dtype)) for t in signature.inputs]
+        # Inputs a pipeline feeds back from the model itself (KV caches, encoder outputs): their NaN/Inf scan
+        # would cost more than a small decoder step (megabytes per token), so ``trust`` exempts them.
+        self.trusted: frozenset[str] = frozenset()
         self._outputs = [(t.name, t.bound_name) for t in signature.outputs]
         # A fixed "batch" axis (static signatures) is served in chunks; find it by name in each tensor.
         self._batch_in = {t.name: t.axis("batch") for t in signature.inputs}
@@ -59,7 +62,7 @@ class SignatureRunner:
                         f"{self.component}: input '{name}' axis {axis} is fixed at {want} in this "
                         f"{self.artifact.format}/{self.artifact.variant} artifact, got {got}; use a dynamic "
                         "variant or export with shapes that fit")
-            if x.dtype.kind == "f" and not np.isfinite(x).all():
+            if x.dtype.kind == "f" and name not in self.trusted and not np.isfinite(x).all():
                 raise InputError(f"{self.component}: input '{name}' contains NaN or Inf")
             if x.dtype != target:
                 if target.kind in "iu" and x.size and (x.min() < np.iinfo(target).min or x.max() > np.iinfo(target).max):
@@ -121,6 +124,11 @@ class ComponentRunner:
 
     def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
         return self.default(**feeds)
+
+    def trust(self, names: set[str]) -> None:
+        """Skip the NaN/Inf scan of these inputs in every signature (model-produced tensors)."""
+        for sig in self.signatures.values():
+            sig.trusted = frozenset(names)
 
     def signature(self, name: str) -> SignatureRunner:
         if name not in self.signatures:
