@@ -24,10 +24,10 @@ import numpy as np
 
 from mmedge.errors import InputError, StaticShapeError, UsageError
 from mmedge.runtime.decoder import CachedDecoder
-from mmedge.runtime.generation import GenerationConfig, generate, stream
+from mmedge.runtime.generation import GenerationConfig, stream
 from mmedge.runtime.loader import RunInfo
 from mmedge.runtime.package import Package
-from mmedge.runtime.pipelines.text_generation import GenerationResult, _Timer
+from mmedge.runtime.pipelines.text_generation import GenerationResult, _Timer, timed_generate
 from mmedge.runtime.preprocess.tokenizer import IncrementalDecoder, TextTokenizer
 from mmedge.runtime.runner import ComponentRunner
 
@@ -168,23 +168,8 @@ class Seq2SeqPipeline:
         start = time.perf_counter()
         model = self.decoder(ids, config)
         encode_ms = 1000 * (time.perf_counter() - start)
-        pieces = IncrementalDecoder(self.tokenizer)
-
-        def on_token(token: int) -> None:
-            timer.token(token)
-            if on_text is not None:
-                piece = pieces.push(token)
-                if piece:
-                    on_text(piece)
-
-        streaming = config.num_beams == 1
-        out = generate(model, [self.decoder_start], config, on_token=on_token if streaming else None,
-                       decode=self.tokenizer.decode if config.stop_strings else None)
-        timings = timer.result()
-        if not streaming:  # beams know their tokens only at the end: no time to first token
-            total = timings["total_ms"] / 1000
-            timings.update(time_to_first_token_ms=None, new_tokens=len(out.tokens),
-                           tokens_per_s=len(out.tokens) / total if total > 0 else None)
+        out, timings = timed_generate(model, [self.decoder_start], config, self.tokenizer, on_text=on_text,
+                                      timer=timer)
         timings["encode_ms"] = encode_ms
         return Seq2SeqResult(text=self.tokenizer.decode(out.tokens), tokens=out.tokens, stop_reason=out.stop_reason,
                              prompt_tokens=len(ids), timings=timings, ran=self.ran)

@@ -8,11 +8,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-import numpy as np
 
 from mmedge.errors import InputError, UsageError
 from mmedge.runtime.decoder import CachedDecoder
-from mmedge.runtime.generation import GenerationConfig, generate, stream
+from mmedge.runtime.generation import GenerationConfig, GenerationOutput, generate, stream
 from mmedge.runtime.loader import RunInfo
 from mmedge.runtime.package import Package
 from mmedge.runtime.preprocess.tokenizer import IncrementalDecoder, TextTokenizer
@@ -53,6 +52,31 @@ class _Timer:
                 "new_tokens": self.count, "tokens_per_s": (self.count - 1) / rest if self.count > 1 and rest > 0 else None}
 
 
+def timed_generate(model, prompt: list[int], config: GenerationConfig, tokenizer: TextTokenizer, *,
+                   on_text: Callable[[str], None] | None = None, timer: _Timer | None = None,
+                   continue_cache: bool = False) -> tuple[GenerationOutput, dict]:
+    """``generate`` with streaming text pieces and timings (time to first token, tokens/s); shared by every
+    text-producing pipeline. Pass a ``timer`` started earlier to count work done before decoding."""
+    timer, pieces = timer or _Timer(), IncrementalDecoder(tokenizer)
+
+    def on_token(token: int) -> None:
+        timer.token(token)
+        if on_text is not None:
+            piece = pieces.push(token)
+            if piece:
+                on_text(piece)
+
+    streaming = config.num_beams == 1
+    out = generate(model, prompt, config, continue_cache=continue_cache, on_token=on_token if streaming else None,
+                   decode=tokenizer.decode if config.stop_strings else None)
+    timings = timer.result()
+    if not streaming:  # beams know their tokens only at the end: no time to first token
+        total = timings["total_ms"] / 1000
+        timings.update(time_to_first_token_ms=None, new_tokens=len(out.tokens),
+                       tokens_per_s=len(out.tokens) / total if total > 0 else None)
+    return out, timings
+
+
 class TextGenerationPipeline:
     family = "causal-lm"
     task = "text-generation"
@@ -81,25 +105,8 @@ class TextGenerationPipeline:
     def generate(self, prompt: str, *, on_text: Callable[[str], None] | None = None, **overrides) -> GenerationResult:
         """Generate a continuation of ``prompt``; ``on_text`` receives text pieces as they come (streaming).
         Overrides are ``GenerationConfig`` fields (max_new_tokens, temperature, top_p, num_beams, seed...)."""
-        config = self._config(overrides)
-        ids = self._prompt_ids(prompt)
-        timer, pieces = _Timer(), IncrementalDecoder(self.tokenizer)
-
-        def on_token(token: int) -> None:
-            timer.token(token)
-            if on_text is not None:
-                piece = pieces.push(token)
-                if piece:
-                    on_text(piece)
-
-        streaming = config.num_beams == 1
-        out = generate(self.decoder, ids, config, on_token=on_token if streaming else None,
-                       decode=self.tokenizer.decode if config.stop_strings else None)
-        timings = timer.result()
-        if not streaming:  # beams know their tokens only at the end: no time to first token
-            total = timings["total_ms"] / 1000
-            timings.update(time_to_first_token_ms=None, new_tokens=len(out.tokens),
-                           tokens_per_s=len(out.tokens) / total if total > 0 else None)
+        out, timings = timed_generate(self.decoder, self._prompt_ids(prompt), self._config(overrides),
+                                      self.tokenizer, on_text=on_text)
         return GenerationResult(text=self.tokenizer.decode(out.tokens), tokens=out.tokens, stop_reason=out.stop_reason,
                                 prompt_tokens=out.num_prompt_tokens, timings=timings, ran=self.ran)
 
@@ -157,18 +164,10 @@ class ChatSession:
         if self.prepare_ids is not None:
             ids = self.prepare_ids(ids)
         config = self.pipe._config({**overrides, "num_beams": 1})
-        timer, pieces = _Timer(), IncrementalDecoder(tok)
-
-        def on_token(token: int) -> None:
-            timer.token(token)
-            piece = pieces.push(token)
-            if piece and on_text is not None:
-                on_text(piece)
-
-        out = generate(self.model or self.pipe.decoder, ids, config, continue_cache=bool(self.history),
-                       on_token=on_token)
+        out, timings = timed_generate(self.model or self.pipe.decoder, ids, config, tok, on_text=on_text,
+                                      continue_cache=bool(self.history))
         self._last = (out.sequence[-1], out.stop_reason)
         reply = tok.decode(out.tokens)
         self.history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
         return GenerationResult(text=reply, tokens=out.tokens, stop_reason=out.stop_reason,
-                                prompt_tokens=out.num_prompt_tokens, timings=timer.result(), ran=self.pipe.ran)
+                                prompt_tokens=out.num_prompt_tokens, timings=timings, ran=self.pipe.ran)
