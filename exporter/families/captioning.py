@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from mmedge.errors import ExportError, MmedgeError
 from mmedge.exporter.families.base import ComponentSpec, FamilySpec, LoadedFamily, TensorDecl
-from mmedge.exporter.families.decoder_cache import cache_io, cache_sample, static_signatures
+from mmedge.exporter.families.decoder_cache import CrossDecoderWithCache, cache_io, cache_sample, static_signatures
 
 #: Captions are short: a 64-slot static cache keeps every static decode step small. Prompts are the start
 #: token (vision-encoder-decoder) or a short BLIP prefix ("[DEC] a picture of" is 4 tokens): one prefill bucket
@@ -98,36 +97,6 @@ class VisionEncoderWithCross(torch.nn.Module):
             hidden = self.projection(hidden)
         pairs = [self._project(attn, hidden) for attn in self.cross]
         return {"cross_keys": torch.stack([k for k, _ in pairs]), "cross_values": torch.stack([v for _, v in pairs])}
-
-
-class CrossDecoderWithCache(torch.nn.Module):
-    """A decoder with cross-attention over explicit self-attention and cross-attention caches: the
-    ``decoder_cache`` contract plus ``cross_keys``/``cross_values`` [L, B, H, S, D] inputs."""
-
-    def __init__(self, decoder: torch.nn.Module, num_layers: int, marker_width: int):
-        super().__init__()
-        self.decoder, self.num_layers, self.marker_width = decoder, num_layers, marker_width
-
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
-                past_keys: torch.Tensor, past_values: torch.Tensor, cross_keys: torch.Tensor,
-                cross_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        self_cache, cross_cache = DynamicCache(), DynamicCache()
-        for layer in range(self.num_layers):
-            self_cache.update(past_keys[layer], past_values[layer], layer)
-            cross_cache.update(cross_keys[layer], cross_values[layer], layer)
-        cache = EncoderDecoderCache(self_cache, cross_cache)  # cross entries present -> marked as computed
-        # A stand-in for the encoder states: it only tells each layer to run cross-attention, whose keys and
-        # values then come from the cache (GPT-2's and BLIP's attention reuse an updated cross cache). Its one
-        # position gives an all-zero additive encoder mask that broadcasts over the real image positions.
-        marker = cross_keys.new_zeros(input_ids.shape[0], 1, self.marker_width)
-        out = self.decoder(input_ids=input_ids.long(), attention_mask=attention_mask.long(),
-                           position_ids=position_ids.long(), encoder_hidden_states=marker,
-                           past_key_values=cache, use_cache=True, return_dict=True)
-        new = input_ids.shape[1]
-        layers = out.past_key_values.self_attention_cache.layers
-        keys = torch.stack([layers[i].keys[:, :, -new:] for i in range(self.num_layers)])
-        values = torch.stack([layers[i].values[:, :, -new:] for i in range(self.num_layers)])
-        return {"logits": out.logits, "new_keys": keys, "new_values": values}
 
 
 def _image_preprocessing(model_dir: Path) -> dict[str, Any]:

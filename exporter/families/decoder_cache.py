@@ -18,7 +18,7 @@ model's attention code is used unchanged (no re-implementation to drift from ups
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from mmedge.exporter.families.base import TensorDecl
 
@@ -70,6 +70,34 @@ class DecoderWithCache(torch.nn.Module):
                          past_key_values=_fill_cache(past_keys, past_values, self.num_layers), use_cache=True)
         keys, values = _new_entries(out.past_key_values, self.num_layers, input_ids.shape[1])
         return {"logits": out.logits, "new_keys": keys, "new_values": values}
+
+
+class CrossDecoderWithCache(torch.nn.Module):
+    """A decoder with cross-attention (Whisper, ViT+GPT-2, BLIP) over explicit self-attention and
+    cross-attention caches: the ``DecoderWithCache`` contract plus ``cross_keys``/``cross_values``
+    [L, B, H, S, D] inputs, which the encoder component computed once. ``head`` maps hidden states to logits
+    when the decoder module returns hidden states (Whisper's ``proj_out``); otherwise ``out.logits`` is used."""
+
+    def __init__(self, decoder: torch.nn.Module, num_layers: int, marker_width: int,
+                 head: torch.nn.Module | None = None):
+        super().__init__()
+        self.decoder, self.num_layers, self.marker_width, self.head = decoder, num_layers, marker_width, head
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
+                past_keys: torch.Tensor, past_values: torch.Tensor, cross_keys: torch.Tensor,
+                cross_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        cache = EncoderDecoderCache(_fill_cache(past_keys, past_values, self.num_layers),
+                                    _fill_cache(cross_keys, cross_values, self.num_layers))  # cross present: computed
+        # A stand-in for the encoder states: it only tells each layer to run cross-attention, whose keys and
+        # values then come from the cache (transformers' attention reuses an updated cross cache). Its one
+        # position gives an all-zero additive encoder mask that broadcasts over the real encoder positions.
+        marker = cross_keys.new_zeros(input_ids.shape[0], 1, self.marker_width)
+        out = self.decoder(input_ids=input_ids.long(), attention_mask=attention_mask.long(),
+                           position_ids=position_ids.long(), encoder_hidden_states=marker,
+                           past_key_values=cache, use_cache=True, return_dict=True)
+        keys, values = _new_entries(out.past_key_values.self_attention_cache, self.num_layers, input_ids.shape[1])
+        logits = self.head(out.last_hidden_state) if self.head is not None else out.logits
+        return {"logits": logits, "new_keys": keys, "new_values": values}
 
 
 def cache_io(layers: int, kv_heads: int, head_dim: int, vocab: int, *, embeds_width: int | None = None

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from mmedge.errors import ExportError
 from mmedge.exporter.families.base import ComponentSpec, FamilySpec, LoadedFamily, TensorDecl
-from mmedge.exporter.families.decoder_cache import cache_io, cache_sample, static_signatures
+from mmedge.exporter.families.decoder_cache import CrossDecoderWithCache, cache_io, cache_sample, static_signatures
 
 PROMPT_BUCKETS = (4, 32)
 GENERATION_KEYS = ("decoder_start_token_id", "eos_token_id", "pad_token_id", "bos_token_id", "suppress_tokens",
@@ -46,35 +45,6 @@ class WhisperEncoderWithCross(torch.nn.Module):
         keys = torch.stack([project(layer.encoder_attn.k_proj) for layer in self.layers])
         values = torch.stack([project(layer.encoder_attn.v_proj) for layer in self.layers])
         return {"cross_keys": keys, "cross_values": values}
-
-
-class WhisperDecoderWithCache(torch.nn.Module):
-    """The decoder over explicit self-attention and cross-attention caches (see ``decoder_cache``)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.decoder, self.proj_out = model.model.decoder, model.proj_out
-        self.num_layers = len(self.decoder.layers)
-
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
-                past_keys: torch.Tensor, past_values: torch.Tensor, cross_keys: torch.Tensor,
-                cross_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        self_cache, cross_cache = DynamicCache(), DynamicCache()
-        for layer in range(self.num_layers):
-            self_cache.update(past_keys[layer], past_values[layer], layer)
-            cross_cache.update(cross_keys[layer], cross_values[layer], layer)
-        cache = EncoderDecoderCache(self_cache, cross_cache)  # cross entries present -> marked as computed
-        # A stand-in for the encoder states: it only tells each layer to run cross-attention, whose keys and
-        # values then come from the cache (transformers' WhisperAttention reuses an updated cross cache).
-        marker = cross_keys.new_zeros(input_ids.shape[0], 1, self.decoder.config.d_model)
-        out = self.decoder(input_ids=input_ids.long(), attention_mask=attention_mask.long(),
-                           position_ids=position_ids.long(), encoder_hidden_states=marker,
-                           past_key_values=cache, use_cache=True)
-        new = input_ids.shape[1]
-        layers = out.past_key_values.self_attention_cache.layers
-        keys = torch.stack([layers[i].keys[:, :, -new:] for i in range(self.num_layers)])
-        values = torch.stack([layers[i].values[:, :, -new:] for i in range(self.num_layers)])
-        return {"logits": self.proj_out(out.last_hidden_state), "new_keys": keys, "new_values": values}
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -130,7 +100,7 @@ class WhisperSpec(FamilySpec):
         max_cache_len = cfg.max_target_positions
         decoder = ComponentSpec(
             name="decoder", description="Whisper decoder with explicit self/cross KV caches -> logits, new keys/values",
-            module=WhisperDecoderWithCache(model).eval(), inputs=inputs, outputs=outputs, sample=decoder_sample,
+            module=CrossDecoderWithCache(model.model.decoder, layers, cfg.d_model, head=model.proj_out).eval(), inputs=inputs, outputs=outputs, sample=decoder_sample,
             export_sizes={"batch": 2, "sequence": 3, "past_sequence": 4},
             second_sizes={"batch": 1, "sequence": 1, "past_sequence": 9},
             more_sizes=({"batch": 1, "sequence": 4, "past_sequence": 0},),
