@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 import torch
 
+from mmedge.errors import ExportError
+
 
 @dataclass(frozen=True)
 class TensorDecl:
@@ -74,3 +76,23 @@ class FamilySpec:
 
     def write_tiny(self, out_dir: Path) -> Path:
         raise NotImplementedError
+
+
+def tokenizer_json(tokenizer: Any, model_dir: Path) -> bytes:
+    """The fast tokenizer's ``tokenizer.json``, which is all the slim runtime reads (``tokenizers``, no
+    transformers); a model with only a slow tokenizer is an ``ExportError``."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ExportError(f"{model_dir} has no fast tokenizer (tokenizer.json); the slim runtime needs one")
+    return tokenizer.backend_tokenizer.to_str().encode("utf-8")
+
+
+def model_generation_config(model: torch.nn.Module, model_dir: Path, *, only_changed: bool = True) -> dict:
+    """The model's ``generation_config.json`` as a dict (the model's built-in config when the file is
+    missing); ``only_changed`` keeps just the values that differ from transformers' defaults."""
+    from transformers import GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(model_dir)
+    except OSError:
+        config = model.generation_config
+    return config.to_diff_dict() if only_changed else config.to_dict()

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from mmedge.errors import ExportError, MmedgeError
-from mmedge.exporter.families.base import ComponentSpec, FamilySpec, LoadedFamily, TensorDecl
+from mmedge.exporter.families.base import ComponentSpec, FamilySpec, LoadedFamily, TensorDecl, tokenizer_json
 from mmedge.exporter.families.decoder_cache import CrossDecoderWithCache, cache_io, cache_sample, static_signatures
 
 #: Captions are short: a 64-slot static cache keeps every static decode step small. Prompts are the start
@@ -185,12 +185,6 @@ def _cache_contract(layers: int, heads: int, head_dim: int, max_positions: int) 
             "max_cache_len": max_cache_len, "prompt_buckets": list(buckets)}
 
 
-def _tokenizer_bytes(tokenizer: Any, model_dir: Path) -> bytes:
-    if not getattr(tokenizer, "is_fast", False):
-        raise ExportError(f"{model_dir} has no fast tokenizer (tokenizer.json); the slim runtime needs one")
-    return tokenizer.backend_tokenizer.to_str().encode("utf-8")
-
-
 class VisionEncoderDecoderSpec(FamilySpec):
     name = "vision-encoder-decoder"
     task = "image-to-text"
@@ -237,7 +231,7 @@ class VisionEncoderDecoderSpec(FamilySpec):
                                                                          None), decoder_start_token_id=start),
                         "cache": _cache_contract(layers, heads, head_dim, max_positions),
                         "prompt": {"start_token_id": int(start), "text_prompt": None}},
-            files={TOKENIZER_FILE: _tokenizer_bytes(tokenizer, model_dir)})
+            files={TOKENIZER_FILE: tokenizer_json(tokenizer, model_dir)})
 
     def write_tiny(self, out_dir: Path) -> Path:
         from mmedge.exporter.families.captioning_tiny import write_tiny_captioner
@@ -289,7 +283,7 @@ class BlipCaptioningSpec(FamilySpec):
             postprocessing={},
             generation={"config": generation, "cache": _cache_contract(layers, heads, head_dim, max_positions),
                         "prompt": {"start_token_id": int(text.bos_token_id), "text_prompt": dict(BLIP_TEXT_PROMPT)}},
-            files={TOKENIZER_FILE: _tokenizer_bytes(tokenizer, model_dir)})
+            files={TOKENIZER_FILE: tokenizer_json(tokenizer, model_dir)})
 
     def write_tiny(self, out_dir: Path) -> Path:
         from mmedge.exporter.families.captioning_tiny import write_tiny_captioner

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from mmedge.errors import ExportError
-from mmedge.exporter.families.base import ComponentSpec, FamilySpec, LoadedFamily
+from mmedge.exporter.families.base import (ComponentSpec, FamilySpec, LoadedFamily, model_generation_config,
+                                           tokenizer_json)
 from mmedge.exporter.families.decoder_cache import DecoderWithCache, cache_io, cache_sample, static_signatures
 
 DEFAULT_MAX_CACHE_LEN = 512
@@ -65,19 +66,15 @@ class CausalLmSpec(FamilySpec):
     model_types = ("gpt2", "llama", "qwen2", "mistral", "phi3", "gemma", "smollm3")
 
     def load(self, model_dir: Path) -> LoadedFamily:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
             model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
         except (OSError, ValueError) as e:
             raise ExportError(f"cannot load a causal LM and its tokenizer from {model_dir}: {e}") from None
-        if not getattr(tokenizer, "is_fast", False):
-            raise ExportError(f"{model_dir} has no fast tokenizer (tokenizer.json); the slim runtime needs one")
-        try:
-            generation = GenerationConfig.from_pretrained(model_dir).to_diff_dict()
-        except OSError:
-            generation = model.generation_config.to_diff_dict()
+        tokenizer_file = tokenizer_json(tokenizer, model_dir)
+        generation = model_generation_config(model, model_dir)
         layers, kv_heads, head_dim = kv_geometry(model.config)
         vocab = model.get_output_embeddings().weight.shape[0]
         max_positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions")
@@ -104,7 +101,7 @@ class CausalLmSpec(FamilySpec):
                         "cache": {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim,
                                   "max_positions": max_positions, "max_cache_len": max_cache_len,
                                   "prompt_buckets": list(buckets)}},
-            files={"tokenizer/tokenizer.json": tokenizer.backend_tokenizer.to_str().encode("utf-8")})
+            files={"tokenizer/tokenizer.json": tokenizer_file})
 
     def write_tiny(self, out_dir: Path, variant: str = "gpt2") -> Path:
         from mmedge.exporter.families.causal_lm_tiny import write_tiny_causal_lm

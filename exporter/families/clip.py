@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from mmedge.errors import ExportError
-from mmedge.exporter.families.base import ComponentSpec, FamilySpec, LoadedFamily, TensorDecl
+from mmedge.exporter.families.base import ComponentSpec, FamilySpec, LoadedFamily, TensorDecl, tokenizer_json
 
 IMAGE_KEYS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
               "do_normalize", "image_mean", "image_std", "do_convert_rgb")
@@ -98,7 +98,7 @@ class ClipSpec(FamilySpec):
                            "text": {"tokenizer_file": "tokenizer/tokenizer.json",
                                     "max_length": text_cfg.max_position_embeddings}},
             postprocessing={"logit_scale": float(model.logit_scale.exp().item())},
-            files={"tokenizer/tokenizer.json": tokenizer.backend_tokenizer.to_str().encode("utf-8")})
+            files={"tokenizer/tokenizer.json": tokenizer_json(tokenizer, model_dir)})
 
     def write_tiny(self, out_dir: Path) -> Path:
         from mmedge.exporter.families.clip_tiny import write_tiny_clip

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from mmedge.errors import ExportError
-from mmedge.exporter.families.base import ComponentSpec, FamilySpec, LoadedFamily, TensorDecl
+from mmedge.exporter.families.base import (ComponentSpec, FamilySpec, LoadedFamily, TensorDecl, model_generation_config,
+                                           tokenizer_json)
 from mmedge.exporter.families.causal_lm import CHAT_PROBE, DEFAULT_MAX_CACHE_LEN, chat_markers, kv_geometry
 from mmedge.exporter.families.clip import IMAGE_KEYS
 from mmedge.exporter.families.decoder_cache import EmbedsDecoderWithCache, cache_io, cache_sample, static_signatures
@@ -47,7 +48,7 @@ class LlavaSpec(FamilySpec):
     model_types = ("llava",)
 
     def load(self, model_dir: Path) -> LoadedFamily:
-        from transformers import AutoProcessor, GenerationConfig, LlavaForConditionalGeneration
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
 
         try:
             model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -55,10 +56,7 @@ class LlavaSpec(FamilySpec):
         except (OSError, ValueError) as e:
             raise ExportError(f"cannot load a LLaVA model and processor from {model_dir}: {e}") from None
         tokenizer, image_processor = processor.tokenizer, processor.image_processor
-        try:
-            generation = GenerationConfig.from_pretrained(model_dir).to_diff_dict()
-        except OSError:
-            generation = model.generation_config.to_diff_dict()
+        generation = model_generation_config(model, model_dir)
         text_cfg, vision_cfg = model.config.text_config, model.config.vision_config
         layers, kv_heads, head_dim = kv_geometry(text_cfg)
         hidden, vocab = text_cfg.hidden_size, model.lm_head.weight.shape[0]
@@ -110,7 +108,7 @@ class LlavaSpec(FamilySpec):
                         "cache": {"layers": layers, "kv_heads": kv_heads, "head_dim": head_dim,
                                   "max_positions": max_positions, "max_cache_len": max_cache_len,
                                   "prompt_buckets": list(buckets)}},
-            files={"tokenizer/tokenizer.json": tokenizer.backend_tokenizer.to_str().encode("utf-8"),
+            files={"tokenizer/tokenizer.json": tokenizer_json(tokenizer, model_dir),
                    "decoder/embeddings.npy": _npy(embeddings)})
 
     def write_tiny(self, out_dir: Path) -> Path:

@@ -47,7 +47,8 @@ import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from mmedge.errors import ExportError
-from mmedge.exporter.families.base import ComponentSpec, FamilySpec, LoadedFamily, TensorDecl
+from mmedge.exporter.families.base import (ComponentSpec, FamilySpec, LoadedFamily, TensorDecl, model_generation_config,
+                                           tokenizer_json)
 from mmedge.exporter.families.decoder_cache import cache_io, cache_sample, static_signatures
 
 #: Decoder prompts are one start token (two or three with forced language tokens): one small prefill bucket.
@@ -254,7 +255,7 @@ class Seq2SeqSpec(FamilySpec):
     model_types = T5_TYPES + BART_LIKE_TYPES
 
     def load(self, model_dir: Path) -> LoadedFamily:
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         try:
             model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -265,10 +266,7 @@ class Seq2SeqSpec(FamilySpec):
             raise ExportError(f"{model_dir} has only a slow {type(tokenizer).__name__} (no tokenizer.json); the slim "
                               "runtime needs a fast tokenizer: save one with tokenizer.json next to the model "
                               "(Marian's two SentencePiece models have no converter in transformers)")
-        try:
-            generation = GenerationConfig.from_pretrained(model_dir).to_diff_dict()
-        except OSError:
-            generation = model.generation_config.to_diff_dict()
+        generation = model_generation_config(model, model_dir)
         arch = architecture(model)
         cfg = model.config
         vocab = model.get_output_embeddings().weight.shape[0]
@@ -336,7 +334,7 @@ class Seq2SeqSpec(FamilySpec):
                         "cache": {"layers": layers, "kv_heads": heads, "head_dim": head_dim,
                                   "max_positions": arch.max_positions, "max_cache_len": max_cache_len,
                                   "prompt_buckets": list(buckets)}},
-            files={"tokenizer/tokenizer.json": tokenizer.backend_tokenizer.to_str().encode("utf-8")})
+            files={"tokenizer/tokenizer.json": tokenizer_json(tokenizer, model_dir)})
 
     def write_tiny(self, out_dir: Path, variant: str = "t5") -> Path:
         from mmedge.exporter.families.seq2seq_tiny import write_tiny_seq2seq

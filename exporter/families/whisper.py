@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from mmedge.errors import ExportError
-from mmedge.exporter.families.base import ComponentSpec, FamilySpec, LoadedFamily, TensorDecl
+from mmedge.exporter.families.base import (ComponentSpec, FamilySpec, LoadedFamily, TensorDecl, model_generation_config,
+                                           tokenizer_json)
 from mmedge.exporter.families.decoder_cache import CrossDecoderWithCache, cache_io, cache_sample, static_signatures
 
 PROMPT_BUCKETS = (4, 32)
@@ -59,7 +60,7 @@ class WhisperSpec(FamilySpec):
     model_types = ("whisper",)
 
     def load(self, model_dir: Path) -> LoadedFamily:
-        from transformers import GenerationConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, \
+        from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, \
             WhisperTokenizerFast
 
         try:
@@ -68,10 +69,7 @@ class WhisperSpec(FamilySpec):
             features = WhisperFeatureExtractor.from_pretrained(model_dir)
         except (OSError, ValueError) as e:
             raise ExportError(f"cannot load a Whisper model, tokenizer and feature extractor from {model_dir}: {e}") from None
-        try:
-            generation = GenerationConfig.from_pretrained(model_dir).to_dict()
-        except OSError:
-            generation = model.generation_config.to_dict()
+        generation = model_generation_config(model, model_dir, only_changed=False)
         cfg = model.config
         layers, heads = cfg.decoder_layers, cfg.decoder_attention_heads
         head_dim, vocab = cfg.d_model // heads, cfg.vocab_size
@@ -120,5 +118,5 @@ class WhisperSpec(FamilySpec):
                         "cache": {"layers": layers, "kv_heads": heads, "head_dim": head_dim,
                                   "max_positions": cfg.max_target_positions, "max_cache_len": max_cache_len,
                                   "prompt_buckets": list(PROMPT_BUCKETS)}},
-            files={"tokenizer/tokenizer.json": tokenizer.backend_tokenizer.to_str().encode("utf-8"),
+            files={"tokenizer/tokenizer.json": tokenizer_json(tokenizer, model_dir),
                    "preprocessor/mel_filters.npy": _npy(features.mel_filters.astype(np.float64))})
