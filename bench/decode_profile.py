@@ -168,7 +168,7 @@ def profile_case(pkg: Path, engine: str, variant: str, samples: np.ndarray, reps
     out: dict = {"engine": engine, "variant": variant}
     with threadpool_limits(limits=1, user_api="blas"):
         cross = pipe.encoder(input_features=pipe.features(samples))
-        extra = {"cross_keys": cross["cross_keys"], "cross_values": cross["cross_values"]}
+        extra = dict(cross)
         pad = int(pipe.gen.get("pad_token_id") or 0)
         prompt = pipe.prompt_ids(None, None)
         config = pipe.config

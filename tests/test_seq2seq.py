@@ -249,8 +249,9 @@ def test_manifest_states_the_static_contract(packages, variant):
     decoder = m.components["decoder"].find("tflite", "fp32-static")
     assert set(decoder.signatures) == {"decode", "prefill_4"}
     dynamic = m.components["decoder"].find("onnx", "fp32")
-    cross = next(t for t in dynamic.signatures["default"].inputs if t.name == "cross_keys")
-    assert cross.shape[3] == "encoder_sequence"
+    inputs = {t.name: t for t in dynamic.signatures["default"].inputs}
+    assert inputs["cross_keys_0"].shape[3] == "encoder_sequence"  # keys are transposed: [B, H, D, S]
+    assert inputs["cross_values_0"].shape[2] == "encoder_sequence"
     assert all(a.parity["passed"] for c in m.components.values() for a in c.artifacts)
 
 

@@ -5,6 +5,8 @@ and only read these declarations (the optimum-onnx model-config idea, kept small
 
 from __future__ import annotations
 
+import inspect
+import keyword
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -46,6 +48,28 @@ class ComponentSpec:
     more_sizes: tuple[dict[str, int], ...] = ()  # further dynamic shapes to check (e.g. an empty past)
     needs_dynamo: bool = False            # the TorchScript exporter cannot trace it (transformers decoders)
     derived_dims: tuple[str, ...] = ()    # dynamic dims torch.export derives from others (past + sequence)
+
+    def __post_init__(self) -> None:
+        params = inspect.signature(self.module.forward).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+            self.module = named_inputs(self.module, [t.name for t in self.inputs])
+
+
+def named_inputs(module: torch.nn.Module, names: list[str]) -> torch.nn.Module:
+    """``module`` (whose forward takes a variable number of inputs, e.g. per-layer cross-attention keys as
+    ``*cross``) behind a forward with exactly ``names`` as parameters. The exporters bind inputs by parameter
+    name: torch.export's dynamic shapes, litert-torch's signature input names (``sample_args`` would name them
+    ``args_0``...), the parity check's call. Python can only make a function with a given parameter list by
+    compiling it, so the forward is generated from the (checked) names."""
+    bad = [n for n in names if not n.isidentifier() or keyword.iskeyword(n)]
+    if bad:
+        raise ExportError(f"input names {bad} are not Python identifiers; rename them in the family spec")
+    params = ", ".join(names)
+    namespace: dict[str, Any] = {}
+    exec(f"def forward(self, {params}):\n    return self.inner({params})\n", namespace)  # noqa: S102
+    wrapper = type(f"Named{type(module).__name__}", (torch.nn.Module,), {"forward": namespace["forward"]})()
+    wrapper.inner = module
+    return wrapper.train(module.training)
 
 
 @dataclass

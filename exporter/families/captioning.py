@@ -32,7 +32,8 @@ import torch
 
 from mmedge.errors import ExportError, MmedgeError
 from mmedge.exporter.families.base import ComponentSpec, FamilySpec, LoadedFamily, TensorDecl, tokenizer_json
-from mmedge.exporter.families.decoder_cache import CrossDecoderWithCache, cache_io, cache_sample, static_signatures
+from mmedge.exporter.families.decoder_cache import (CrossDecoderWithCache, cache_io, cache_sample, cross_decls,
+                                                   cross_outputs, cross_sample, static_signatures)
 
 #: Captions are short: a 64-slot static cache keeps every static decode step small. Prompts are the start
 #: token (vision-encoder-decoder) or a short BLIP prefix ("[DEC] a picture of" is 4 tokens): one prefill bucket
@@ -96,7 +97,7 @@ class VisionEncoderWithCross(torch.nn.Module):
         if self.projection is not None:
             hidden = self.projection(hidden)
         pairs = [self._project(attn, hidden) for attn in self.cross]
-        return {"cross_keys": torch.stack([k for k, _ in pairs]), "cross_values": torch.stack([v for _, v in pairs])}
+        return cross_outputs([k for k, _ in pairs], [v for _, v in pairs])
 
 
 def _image_preprocessing(model_dir: Path) -> dict[str, Any]:
@@ -138,25 +139,22 @@ def _components(encoder: torch.nn.Module, decoder: torch.nn.Module, *, layers: i
     """The encoder and decoder specs, with sample inputs at two batch sizes (the parity check at the second
     one is what catches a batch the exporter silently fixed) and the static contract."""
     height, width = image
-    cross = (layers, "batch", heads, encoder_length, head_dim)
     encoder_spec = ComponentSpec(
         name="encoder", description=f"{what} vision encoder + per-layer cross-attention keys/values",
         module=encoder.eval(),
         inputs=(TensorDecl("pixel_values", "float32", ("batch", 3, height, width)),),
-        outputs=(TensorDecl("cross_keys", "float32", cross), TensorDecl("cross_values", "float32", cross)),
+        outputs=cross_decls(layers, heads, head_dim, encoder_length),
         sample=lambda sizes, seed: {"pixel_values": torch.randn(
             sizes["batch"], 3, height, width, generator=torch.Generator().manual_seed(seed))},
         export_sizes={"batch": 2}, second_sizes={"batch": 1}, static_signatures={"default": {"batch": 1}},
         atol=1e-4)
     inputs, outputs = cache_io(layers, heads, head_dim, vocab)
-    inputs += (TensorDecl("cross_keys", "float32", cross), TensorDecl("cross_values", "float32", cross))
+    inputs += cross_decls(layers, heads, head_dim, encoder_length)
     lm_sample = cache_sample(layers, heads, head_dim, vocab, max_positions)
 
     def decoder_sample(sizes: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(seed + 1000)
-        shape = (layers, sizes["batch"], heads, encoder_length, head_dim)
-        return {**lm_sample(sizes, seed), "cross_keys": torch.randn(shape, generator=g),
-                "cross_values": torch.randn(shape, generator=g)}
+        return {**lm_sample(sizes, seed), **cross_sample(layers, heads, head_dim, sizes["batch"], encoder_length, g)}
 
     max_cache_len, buckets = _static_contract(max_positions)
     decoder_spec = ComponentSpec(
@@ -218,7 +216,7 @@ class VisionEncoderDecoderSpec(FamilySpec):
         projection = getattr(model, "enc_to_dec_proj", None)
         encoder = VisionEncoderWithCross(model.encoder, projection, model.decoder, dec_cfg.model_type, layers)
         with torch.no_grad():  # the encoder's sequence length (patches + class token...) for this image size
-            encoder_length = encoder(pixel_values=torch.zeros(1, 3, *image))["cross_keys"].shape[3]
+            encoder_length = encoder(pixel_values=torch.zeros(1, 3, *image))["cross_values_0"].shape[2]
         components = _components(encoder, CrossDecoderWithCache(model.decoder, layers, dec_cfg.n_embd),
                                  layers=layers, heads=heads, head_dim=head_dim, vocab=vocab,
                                  max_positions=max_positions, image=image, encoder_length=encoder_length,
@@ -269,7 +267,7 @@ class BlipCaptioningSpec(FamilySpec):
         image = (preprocessing["size"]["height"], preprocessing["size"]["width"])
         encoder = VisionEncoderWithCross(model.vision_model, None, model.text_decoder, text.model_type, layers)
         with torch.no_grad():
-            encoder_length = encoder(pixel_values=torch.zeros(1, 3, *image))["cross_keys"].shape[3]
+            encoder_length = encoder(pixel_values=torch.zeros(1, 3, *image))["cross_values_0"].shape[2]
         components = _components(encoder, CrossDecoderWithCache(model.text_decoder, layers, text.encoder_hidden_size),
                                  layers=layers, heads=heads, head_dim=head_dim, vocab=vocab,
                                  max_positions=max_positions, image=image, encoder_length=encoder_length,

@@ -13,9 +13,19 @@ values of all layers stacked as ``past_keys``/``past_values`` [L, B, H, P, D]. O
 Because positions are explicit and invalid slots are masked, both give the same logits as the model's
 own cache. transformers' ``DynamicCache`` is filled from the stacked inputs inside the graph, so the
 model's attention code is used unchanged (no re-implementation to drift from upstream).
+
+Decoders with cross-attention take the encoder's keys/values as one input per layer, keys pre-transposed
+(``cross_keys_i`` [B, H, D, S], ``cross_values_i`` [B, H, S, D]), and run with eager attention. Profiled on
+Whisper tiny.en (ORT and OpenVINO CPU), a stacked [L, B, H, S, D] input cost a copy of every layer's slice per
+token (ORT's Split) and a transpose of every layer's keys per token (eager and SDPA attention both compute
+``q @ k^T``): 5 of 13 ms per step. Pre-transposed keys meet the attention's own transpose, and the engines'
+optimisers cancel the pair (SDPA's exported form reshapes in between, so the pair survives: hence eager
+cross-attention, ``eager_cross_attention``).
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
@@ -72,26 +82,73 @@ class DecoderWithCache(torch.nn.Module):
         return {"logits": out.logits, "new_keys": keys, "new_values": values}
 
 
+def cross_decls(layers: int, heads: int, head_dim: int, length: int | str) -> tuple[TensorDecl, ...]:
+    """The per-layer cross-attention inputs of a decoder (= the outputs of its encoder component): all keys
+    [B, H, D, S] (transposed), then all values [B, H, S, D]; ``length`` is S (a size or a dim name)."""
+    keys = tuple(TensorDecl(f"cross_keys_{i}", "float32", ("batch", heads, head_dim, length)) for i in range(layers))
+    values = tuple(TensorDecl(f"cross_values_{i}", "float32", ("batch", heads, length, head_dim))
+                   for i in range(layers))
+    return keys + values
+
+
+def cross_outputs(keys: list[torch.Tensor], values: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An encoder's per-layer keys/values [B, H, S, D] as the named outputs of ``cross_decls``."""
+    return {**{f"cross_keys_{i}": k.transpose(-1, -2) for i, k in enumerate(keys)},
+            **{f"cross_values_{i}": v for i, v in enumerate(values)}}
+
+
+def cross_sample(layers: int, heads: int, head_dim: int, batch: int, length: int,
+                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random inputs for ``cross_decls`` (decoder parity samples)."""
+    return {t.name: torch.randn(tuple(batch if d == "batch" else length if isinstance(d, str) else d for d in t.dims),
+                                generator=generator)
+            for t in cross_decls(layers, heads, head_dim, length)}
+
+
+def cross_cache(cross: tuple[torch.Tensor, ...], num_layers: int) -> DynamicCache:
+    """transformers' cross-attention cache from the ``cross_decls`` inputs (keys transposed back)."""
+    cache = DynamicCache()
+    for layer in range(num_layers):
+        cache.update(cross[layer].transpose(-1, -2), cross[num_layers + layer], layer)
+    return cache
+
+
+#: Names of the cross-attention modules of the decoders exported here (Whisper, Marian/BART: ``encoder_attn``;
+#: GPT-2: ``crossattention``). T5's and BLIP's attention code is eager whatever the config says.
+CROSS_ATTENTION_NAMES = ("encoder_attn", "crossattention")
+
+
+def eager_cross_attention(decoder: torch.nn.Module) -> torch.nn.Module:
+    """Give the cross-attention modules eager attention, whose ``k^T`` cancels the pre-transposed cross keys (see
+    the module doc). Only those: self-attention keeps the model's choice (GPT-2's eager self-attention slices a
+    causal table of ``n_positions`` keys, which a static cache buffer plus a prefill chunk exceeds)."""
+    for name, module in decoder.named_modules():
+        if name.rsplit(".", 1)[-1] in CROSS_ATTENTION_NAMES and hasattr(module, "config"):
+            module.config = copy.copy(module.config)  # the model's config object is shared by every module
+            module.config._attn_implementation_internal = "eager"
+    return decoder
+
+
 class CrossDecoderWithCache(torch.nn.Module):
     """A decoder with cross-attention (Whisper, ViT+GPT-2, BLIP) over explicit self-attention and
-    cross-attention caches: the ``DecoderWithCache`` contract plus ``cross_keys``/``cross_values``
-    [L, B, H, S, D] inputs, which the encoder component computed once. ``head`` maps hidden states to logits
-    when the decoder module returns hidden states (Whisper's ``proj_out``); otherwise ``out.logits`` is used."""
+    cross-attention caches: the ``DecoderWithCache`` contract plus the per-layer ``cross_decls`` inputs, which
+    the encoder component computed once. ``head`` maps hidden states to logits when the decoder module returns
+    hidden states (Whisper's ``proj_out``); otherwise ``out.logits`` is used."""
 
     def __init__(self, decoder: torch.nn.Module, num_layers: int, marker_width: int,
                  head: torch.nn.Module | None = None):
         super().__init__()
-        self.decoder, self.num_layers, self.marker_width, self.head = decoder, num_layers, marker_width, head
+        self.decoder, self.num_layers, self.marker_width, self.head = eager_cross_attention(decoder), num_layers, \
+            marker_width, head
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
-                past_keys: torch.Tensor, past_values: torch.Tensor, cross_keys: torch.Tensor,
-                cross_values: torch.Tensor) -> dict[str, torch.Tensor]:
+                past_keys: torch.Tensor, past_values: torch.Tensor, *cross: torch.Tensor) -> dict[str, torch.Tensor]:
         cache = EncoderDecoderCache(_fill_cache(past_keys, past_values, self.num_layers),
-                                    _fill_cache(cross_keys, cross_values, self.num_layers))  # cross present: computed
+                                    cross_cache(cross, self.num_layers))  # cross entries present: computed
         # A stand-in for the encoder states: it only tells each layer to run cross-attention, whose keys and
         # values then come from the cache (transformers' attention reuses an updated cross cache). Its one
         # position gives an all-zero additive encoder mask that broadcasts over the real encoder positions.
-        marker = cross_keys.new_zeros(input_ids.shape[0], 1, self.marker_width)
+        marker = past_keys.new_zeros(input_ids.shape[0], 1, self.marker_width)
         out = self.decoder(input_ids=input_ids.long(), attention_mask=attention_mask.long(),
                            position_ids=position_ids.long(), encoder_hidden_states=marker,
                            past_key_values=cache, use_cache=True, return_dict=True)

@@ -3,12 +3,12 @@
 The same split as Whisper (``whisper.py``), for text:
 
 - ``encoder``: ``input_ids`` + ``attention_mask`` [B, S] -> the cross-attention keys/values of every decoder
-  layer, ``cross_keys``/``cross_values`` [L, B, H, S, D], computed once per input. S is the named dynamic dim
+  layer (per layer, keys transposed: ``decoder_cache.cross_decls``), computed once per input. S is the named dim
   ``encoder_sequence``; static variants fix it to the ``max_source_len`` bucket, the runtime pads the input
   to it and the padded positions are masked out (in the encoder's own attention and in cross-attention).
 - ``decoder``: the shared KV-cache graph of ``decoder_cache`` (explicit positions, a mask over past + new
   slots, stacked past keys/values in, logits + only the new keys/values out; ``decode`` + ``prefill_N``
-  static signatures) plus ``cross_keys``/``cross_values`` and ``encoder_attention_mask`` [B, S] (cross-attention
+  static signatures) plus the cross keys/values and ``encoder_attention_mask`` [B, S] (cross-attention
   must not look at the padding of a static encoder bucket).
 
 How the decoder reuses transformers unchanged although neither family takes ``position_ids``:
@@ -49,7 +49,8 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from mmedge.errors import ExportError
 from mmedge.exporter.families.base import (ComponentSpec, FamilySpec, LoadedFamily, TensorDecl, model_generation_config,
                                            tokenizer_json)
-from mmedge.exporter.families.decoder_cache import cache_io, cache_sample, static_signatures
+from mmedge.exporter.families.decoder_cache import (cache_io, cache_sample, cross_cache, cross_decls, cross_outputs,
+                                                   cross_sample, eager_cross_attention, static_signatures)
 
 #: Decoder prompts are one start token (two or three with forced language tokens): one small prefill bucket.
 PROMPT_BUCKETS = (4,)
@@ -176,8 +177,7 @@ class EncoderWithCross(torch.nn.Module):
         def project(proj: torch.nn.Module) -> torch.Tensor:
             return proj(hidden).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
 
-        return {"cross_keys": torch.stack([project(k) for k in self.keys]),
-                "cross_values": torch.stack([project(v) for v in self.values])}
+        return cross_outputs([project(k) for k in self.keys], [project(v) for v in self.values])
 
 
 class Seq2SeqDecoderWithCache(torch.nn.Module):
@@ -185,23 +185,23 @@ class Seq2SeqDecoderWithCache(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, arch: Architecture):
         super().__init__()
-        self.model, self.num_layers, self.d_model = model, arch.layers, arch.d_model
+        self.model, self.num_layers, self.d_model = eager_cross_attention(model), arch.layers, arch.d_model
         if arch.decoder_relative_bias is not None:
             explicit_position_bias(arch.decoder_relative_bias)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
-                past_keys: torch.Tensor, past_values: torch.Tensor, cross_keys: torch.Tensor,
-                cross_values: torch.Tensor, encoder_attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        self_cache, cross_cache = DynamicCache(), DynamicCache()
+                past_keys: torch.Tensor, past_values: torch.Tensor, encoder_attention_mask: torch.Tensor,
+                *cross: torch.Tensor) -> dict[str, torch.Tensor]:
+        self_cache = DynamicCache()
         for layer in range(self.num_layers):
             self_cache.update(past_keys[layer], past_values[layer], layer)
-            cross_cache.update(cross_keys[layer], cross_values[layer], layer)
-        cache = EncoderDecoderCache(self_cache, cross_cache)  # cross entries present -> marked as computed
+        # cross entries present -> marked as computed
+        cache = EncoderDecoderCache(self_cache, cross_cache(cross, self.num_layers))
         new = input_ids.shape[1]
-        mask = layout_mask(attention_mask, past_keys.shape[3], new, cross_keys.dtype)
+        mask = layout_mask(attention_mask, past_keys.shape[3], new, past_keys.dtype)
         # A stand-in for the encoder states: it only makes each layer run cross-attention, whose keys and values
         # then come from the cache (the attention modules reuse an updated cross cache).
-        marker = cross_keys.new_zeros(input_ids.shape[0], 1, self.d_model)
+        marker = past_keys.new_zeros(input_ids.shape[0], 1, self.d_model)
         out = self.model(encoder_outputs=(marker,), attention_mask=encoder_attention_mask.long(),
                          decoder_input_ids=input_ids.long(), decoder_attention_mask=mask, past_key_values=cache,
                          use_cache=True, cache_position=position_ids[0].long())
@@ -273,7 +273,6 @@ class Seq2SeqSpec(FamilySpec):
         layers, heads, head_dim = arch.layers, arch.heads, arch.head_dim
         max_source_len, max_cache_len = static_limits(cfg, arch)
         buckets = tuple(b for b in PROMPT_BUCKETS if b < max_cache_len)
-        cross = (layers, "batch", heads, "encoder_sequence", head_dim)
 
         def encoder_sample(sizes: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
             g = torch.Generator().manual_seed(seed)
@@ -287,25 +286,24 @@ class Seq2SeqSpec(FamilySpec):
             module=EncoderWithCross(arch).eval(),
             inputs=(TensorDecl("input_ids", "int64", ("batch", "encoder_sequence")),
                     TensorDecl("attention_mask", "int64", ("batch", "encoder_sequence"))),
-            outputs=(TensorDecl("cross_keys", "float32", cross), TensorDecl("cross_values", "float32", cross)),
+            outputs=cross_decls(layers, heads, head_dim, "encoder_sequence"),
             sample=encoder_sample, export_sizes={"batch": 2, "encoder_sequence": 7},
             second_sizes={"batch": 1, "encoder_sequence": 12},
             static_signatures={"default": {"batch": 1, "encoder_sequence": max_source_len}},
             needs_dynamo=True, atol=1e-4)
 
         inputs, outputs = cache_io(layers, heads, head_dim, vocab)
-        inputs += (TensorDecl("cross_keys", "float32", cross), TensorDecl("cross_values", "float32", cross),
-                   TensorDecl("encoder_attention_mask", "int64", ("batch", "encoder_sequence")))
+        inputs += (TensorDecl("encoder_attention_mask", "int64", ("batch", "encoder_sequence")),
+                   *cross_decls(layers, heads, head_dim, "encoder_sequence"))
         lm_sample = cache_sample(layers, heads, head_dim, vocab, arch.max_positions)
 
         def decoder_sample(sizes: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
             g = torch.Generator().manual_seed(seed + 1000)
             batch, length = sizes["batch"], sizes["encoder_sequence"]
-            shape = (layers, batch, heads, length, head_dim)
             mask = torch.ones(batch, length, dtype=torch.int64)
             mask[:, max(1, length - length // 4):] = 0  # a padded static bucket
-            return {**lm_sample(sizes, seed), "cross_keys": torch.randn(shape, generator=g),
-                    "cross_values": torch.randn(shape, generator=g), "encoder_attention_mask": mask}
+            return {**lm_sample(sizes, seed), "encoder_attention_mask": mask,
+                    **cross_sample(layers, heads, head_dim, batch, length, g)}
 
         signatures = {name: {**sizes, "encoder_sequence": max_source_len}
                       for name, sizes in static_signatures(max_cache_len, buckets).items()}

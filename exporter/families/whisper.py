@@ -18,7 +18,8 @@ import torch
 from mmedge.errors import ExportError
 from mmedge.exporter.families.base import (ComponentSpec, FamilySpec, LoadedFamily, TensorDecl, model_generation_config,
                                            tokenizer_json)
-from mmedge.exporter.families.decoder_cache import CrossDecoderWithCache, cache_io, cache_sample, static_signatures
+from mmedge.exporter.families.decoder_cache import (CrossDecoderWithCache, cache_io, cache_sample, cross_decls,
+                                                   cross_outputs, cross_sample, static_signatures)
 
 PROMPT_BUCKETS = (4, 32)
 GENERATION_KEYS = ("decoder_start_token_id", "eos_token_id", "pad_token_id", "bos_token_id", "suppress_tokens",
@@ -43,9 +44,8 @@ class WhisperEncoderWithCross(torch.nn.Module):
         def project(proj: torch.nn.Module) -> torch.Tensor:
             return proj(hidden).view(batch, frames, self.heads, head_dim).transpose(1, 2)
 
-        keys = torch.stack([project(layer.encoder_attn.k_proj) for layer in self.layers])
-        values = torch.stack([project(layer.encoder_attn.v_proj) for layer in self.layers])
-        return {"cross_keys": keys, "cross_values": values}
+        return cross_outputs([project(layer.encoder_attn.k_proj) for layer in self.layers],
+                             [project(layer.encoder_attn.v_proj) for layer in self.layers])
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -75,25 +75,22 @@ class WhisperSpec(FamilySpec):
         head_dim, vocab = cfg.d_model // heads, cfg.vocab_size
         frames = cfg.max_source_positions  # encoder output length for 30 s (3000 mel frames / 2)
         mels, mel_frames = cfg.num_mel_bins, 2 * cfg.max_source_positions
-        cross = (layers, "batch", heads, frames, head_dim)
         encoder = ComponentSpec(
             name="encoder", description="Whisper encoder + per-layer cross-attention keys/values",
             module=WhisperEncoderWithCross(model).eval(),
             inputs=(TensorDecl("input_features", "float32", ("batch", mels, mel_frames)),),
-            outputs=(TensorDecl("cross_keys", "float32", cross), TensorDecl("cross_values", "float32", cross)),
+            outputs=cross_decls(layers, heads, head_dim, frames),
             sample=lambda sizes, seed: {"input_features": torch.randn(
                 sizes["batch"], mels, mel_frames, generator=torch.Generator().manual_seed(seed))},
             export_sizes={"batch": 2}, second_sizes={"batch": 1}, static_signatures={"default": {"batch": 1}},
             atol=1e-3)
         inputs, outputs = cache_io(layers, heads, head_dim, vocab)
-        inputs += (TensorDecl("cross_keys", "float32", cross), TensorDecl("cross_values", "float32", cross))
+        inputs += cross_decls(layers, heads, head_dim, frames)
         lm_sample = cache_sample(layers, heads, head_dim, vocab, cfg.max_target_positions)
 
         def decoder_sample(sizes: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
             g = torch.Generator().manual_seed(seed + 1000)
-            shape = (layers, sizes["batch"], heads, frames, head_dim)
-            return {**lm_sample(sizes, seed), "cross_keys": torch.randn(shape, generator=g),
-                    "cross_values": torch.randn(shape, generator=g)}
+            return {**lm_sample(sizes, seed), **cross_sample(layers, heads, head_dim, sizes["batch"], frames, g)}
 
         max_cache_len = cfg.max_target_positions
         decoder = ComponentSpec(

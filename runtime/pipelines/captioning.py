@@ -96,7 +96,7 @@ class CaptioningPipeline:
         pixels = self.image_preprocessor([image])
         cross = self.encoder(pixel_values=pixels)
         decoder = CachedDecoder(self.decoder_runner, self.cache, pad_token_id=self.pad_token_id,
-                                extra_feeds={"cross_keys": cross["cross_keys"], "cross_values": cross["cross_values"]})
+                                extra_feeds=cross)
         out = generate(decoder, ids, config)
         # The start token is never part of the text; a prompt's words are (as in HF's decode of the output).
         text = self.tokenizer.decode(ids[1:] + out.tokens).strip()

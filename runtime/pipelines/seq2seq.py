@@ -134,8 +134,7 @@ class Seq2SeqPipeline:
         mask = np.zeros((1, length), np.int64)
         mask[0, :len(ids)] = 1
         cross = self.encoder(input_ids=feed, attention_mask=mask)
-        return {"cross_keys": cross["cross_keys"], "cross_values": cross["cross_values"],
-                "encoder_attention_mask": mask}
+        return {**cross, "encoder_attention_mask": mask}
 
     def decoder(self, ids: list[int], config: GenerationConfig | None = None) -> CachedDecoder | ForcedTokens:
         """A ``StepModel`` over the decoder for one encoded source (its cache is sized once per input), with the

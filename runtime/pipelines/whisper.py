@@ -84,7 +84,7 @@ class WhisperPipeline:
                           **overrides) -> tuple[str, list[int]]:
         cross = self.encoder(input_features=self.features(samples))
         decoder = CachedDecoder(self.decoder_runner, self.cache, pad_token_id=int(self.gen.get("pad_token_id") or 0),
-                                extra_feeds={"cross_keys": cross["cross_keys"], "cross_values": cross["cross_values"]})
+                                extra_feeds=cross)
         language_token = None
         if self.multilingual and language is None:
             language_token = self.detect_language(decoder)
