@@ -76,6 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_asr(pipe, args)
     if pipe.family == "llava":
         return _run_vlm(pipe, args)
+    if pipe.task == "visual-question-answering":
+        return _run_vqa(pipe, args)
     if pipe.task == "image-to-text":
         if not args.image:
             raise UsageError("give --image FILE [--prompt 'a picture of'] for a captioning package")
@@ -148,6 +150,22 @@ def _run_vlm(pipe, args: argparse.Namespace) -> int:
         raise UsageError("give --image FILE --question 'text' (or --image FILE --chat) for a vision-language package")
     on_text = (lambda piece: print(piece, end="", flush=True)) if args.stream and not args.json else None
     return _print_generation(pipe.answer(args.image, args.question, on_text=on_text, **overrides), args, on_text)
+
+
+def _run_vqa(pipe, args: argparse.Namespace) -> int:
+    """BLIP-style VQA: one question about one image per run (the model has no chat and no free prompt)."""
+    if args.chat or args.prompt:
+        raise UsageError(f"a {pipe.family} package answers one question about an image: give --image FILE "
+                         "--question 'text' instead of --chat/--prompt")
+    if not args.image:
+        raise UsageError(f"give --image FILE --question 'text' for a {pipe.family} (visual question answering) "
+                         "package")
+    if not args.question:
+        raise UsageError(f"a {pipe.family} package answers a question about the image: add --question 'what is in "
+                         "the picture?' (to caption an image, use a captioning package)")
+    on_text = (lambda piece: print(piece, end="", flush=True)) if args.stream and not args.json else None
+    return _print_generation(pipe.answer(args.image, args.question, on_text=on_text, **_generation_overrides(args)),
+                             args, on_text)
 
 
 def _chat_loop(pipe, session, overrides: dict) -> int:
@@ -269,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", help="speech recognition: audio file (WAV, FLAC, .raw 16 kHz 16-bit PCM)")
     p.add_argument("--language", help="Whisper: language code (default: detected; English-only models: en)")
     p.add_argument("--task", choices=["transcribe", "translate"], help="Whisper: task (default transcribe)")
-    p.add_argument("--question", help="vision-language: a question about --image")
+    p.add_argument("--question", help="vision-language / visual question answering: a question about --image")
     p.add_argument("--prompt", help="text generation: the prompt")
     p.add_argument("--chat", action="store_true", help="text generation: interactive multi-turn chat on stdin")
     p.add_argument("--system", help="chat: system message")

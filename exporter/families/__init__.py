@@ -6,6 +6,7 @@ from pathlib import Path
 
 from mmedge.errors import UnknownFamilyError
 from mmedge.exporter.families.base import FamilySpec
+from mmedge.exporter.families.blip_vqa import BlipVqaSpec
 from mmedge.exporter.families.captioning import BlipCaptioningSpec, VisionEncoderDecoderSpec
 from mmedge.exporter.families.causal_lm import CausalLmSpec
 from mmedge.exporter.families.clip import ClipSpec
@@ -17,13 +18,13 @@ from mmedge.exporter.families.whisper import WhisperSpec
 FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in (ClipSpec(), CausalLmSpec(), WhisperSpec(),
                                                                   Wav2Vec2CtcSpec(), LlavaSpec(),
                                                                   VisionEncoderDecoderSpec(), BlipCaptioningSpec(),
-                                                                  Seq2SeqSpec())}
+                                                                  BlipVqaSpec(), Seq2SeqSpec())}
 #: ``mmedge tiny-model NAME``: a family name, or a named tiny variant of a family.
 TINY_MODELS: dict[str, tuple[str, str | None]] = {"clip": ("clip", None), "gpt2": ("causal-lm", "gpt2"),
                                                   "llama": ("causal-lm", "llama"), "wav2vec2": ("wav2vec2-ctc", None),
                                                   "llava": ("llava", None), "vit-gpt2": ("vision-encoder-decoder", None),
                                                   "blip": ("blip-captioning", None), "t5": ("seq2seq", "t5"),
-                                                  "marian": ("seq2seq", "marian")}
+                                                  "marian": ("seq2seq", "marian"), "blip-vqa": ("blip-vqa", None)}
 
 
 def write_tiny_model(name: str, out_dir: Path) -> Path:

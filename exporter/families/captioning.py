@@ -25,6 +25,7 @@ numpy on the device, equal to the HF processor; its parameters are resolved here
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,51 @@ class VisionEncoderDecoderSpec(FamilySpec):
         return write_tiny_captioner(out_dir, "vit-gpt2")
 
 
+@dataclass
+class LoadedBlip:
+    """A BLIP model with one head (captioning, question answering) and what every BLIP family reads from it: the
+    text decoder's geometry and the image pre-processing. Both heads generate with ``text_decoder.generate``."""
+
+    model: Any
+    tokenizer: Any
+    text: Any  # the model's text_config
+    layers: int
+    heads: int
+    head_dim: int
+    vocab: int
+    max_positions: int
+    preprocessing: dict[str, Any]  # the image pre-processing, resolved
+    image: tuple[int, int]  # (height, width) the processor resizes to
+
+    def generation_config(self) -> dict[str, Any]:
+        """BLIP's generate runs text_decoder.generate with its own generation config, eos = [SEP], pad = [PAD]."""
+        return _generation_config(self.model.text_decoder.generation_config, self.max_positions,
+                                  eos_token_id=self.text.sep_token_id, pad_token_id=self.text.pad_token_id)
+
+
+def load_blip(model_dir: Path, head: str) -> LoadedBlip:
+    """Load the transformers BLIP class ``head`` (float32, eval) and its tokenizer from ``model_dir``, checking the
+    text config ids BLIP's generate reads."""
+    import transformers
+
+    try:
+        model = getattr(transformers, head).from_pretrained(model_dir, dtype=torch.float32).eval()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as e:
+        raise ExportError(f"cannot load a {head} and its tokenizer from {model_dir}: {e}") from None
+    text = model.config.text_config
+    for key in ("bos_token_id", "sep_token_id", "pad_token_id"):
+        if getattr(text, key, None) is None:
+            raise ExportError(f"{model_dir}: text_config.{key} is not set; BLIP's generate needs it")
+    heads = text.num_attention_heads
+    preprocessing = _image_preprocessing(model_dir)
+    return LoadedBlip(model=model, tokenizer=tokenizer, text=text, layers=text.num_hidden_layers, heads=heads,
+                      head_dim=text.hidden_size // heads,
+                      vocab=model.text_decoder.get_output_embeddings().weight.shape[0],
+                      max_positions=text.max_position_embeddings, preprocessing=preprocessing,
+                      image=(preprocessing["size"]["height"], preprocessing["size"]["width"]))
+
+
 class BlipCaptioningSpec(FamilySpec):
     name = "blip-captioning"
     task = "image-to-text"
@@ -248,40 +294,23 @@ class BlipCaptioningSpec(FamilySpec):
         return config.get("model_type") in self.model_types and "BlipForConditionalGeneration" in archs
 
     def load(self, model_dir: Path) -> LoadedFamily:
-        from transformers import AutoTokenizer, BlipForConditionalGeneration
-
-        try:
-            model = BlipForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        except (OSError, ValueError) as e:
-            raise ExportError(f"cannot load a BlipForConditionalGeneration and its tokenizer from {model_dir}: "
-                              f"{e}") from None
-        text = model.config.text_config
-        for key in ("bos_token_id", "sep_token_id", "pad_token_id"):
-            if getattr(text, key, None) is None:
-                raise ExportError(f"{model_dir}: text_config.{key} is not set; BLIP's generate needs it")
-        layers, heads = text.num_hidden_layers, text.num_attention_heads
-        head_dim, vocab = text.hidden_size // heads, model.text_decoder.get_output_embeddings().weight.shape[0]
-        max_positions = text.max_position_embeddings
-        preprocessing = _image_preprocessing(model_dir)
-        image = (preprocessing["size"]["height"], preprocessing["size"]["width"])
+        blip = load_blip(model_dir, "BlipForConditionalGeneration")
+        model, text, layers = blip.model, blip.text, blip.layers
         encoder = VisionEncoderWithCross(model.vision_model, None, model.text_decoder, text.model_type, layers)
         with torch.no_grad():
-            encoder_length = encoder(pixel_values=torch.zeros(1, 3, *image))["cross_values_0"].shape[2]
+            encoder_length = encoder(pixel_values=torch.zeros(1, 3, *blip.image))["cross_values_0"].shape[2]
         components = _components(encoder, CrossDecoderWithCache(model.text_decoder, layers, text.encoder_hidden_size),
-                                 layers=layers, heads=heads, head_dim=head_dim, vocab=vocab,
-                                 max_positions=max_positions, image=image, encoder_length=encoder_length,
+                                 layers=layers, heads=blip.heads, head_dim=blip.head_dim, vocab=blip.vocab,
+                                 max_positions=blip.max_positions, image=blip.image, encoder_length=encoder_length,
                                  what="BLIP")
-        # BLIP's generate runs text_decoder.generate with its own generation config, eos = [SEP], pad = [PAD].
-        generation = _generation_config(model.text_decoder.generation_config, text.max_position_embeddings,
-                                        eos_token_id=text.sep_token_id, pad_token_id=text.pad_token_id)
         return LoadedFamily(
             family=self.name, task=self.task, components=components,
-            preprocessing={"image": preprocessing, "text": {"tokenizer_file": TOKENIZER_FILE}},
+            preprocessing={"image": blip.preprocessing, "text": {"tokenizer_file": TOKENIZER_FILE}},
             postprocessing={},
-            generation={"config": generation, "cache": _cache_contract(layers, heads, head_dim, max_positions),
+            generation={"config": blip.generation_config(),
+                        "cache": _cache_contract(layers, blip.heads, blip.head_dim, blip.max_positions),
                         "prompt": {"start_token_id": int(text.bos_token_id), "text_prompt": dict(BLIP_TEXT_PROMPT)}},
-            files={TOKENIZER_FILE: tokenizer_json(tokenizer, model_dir)})
+            files={TOKENIZER_FILE: tokenizer_json(blip.tokenizer, model_dir)})
 
     def write_tiny(self, out_dir: Path) -> Path:
         from mmedge.exporter.families.captioning_tiny import write_tiny_captioner

@@ -30,6 +30,7 @@ TINY = {"image_size": 32, "patch_size": 8, "encoder_hidden": 48, "decoder_hidden
         "max_positions": 64, "initializer_range": 0.2}
 GPT2_EOS = "<|endoftext|>"
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+BERT_VOCAB_SIZE = 400
 
 
 def _gpt2_tokenizer():
@@ -48,18 +49,30 @@ def _gpt2_tokenizer():
 
 
 def _bert_tokenizer():
-    """BERT uncased WordPiece trained on the corpus, then built by transformers from ``vocab.txt`` exactly as
-    ``BertTokenizerFast`` builds bert-base-uncased's; ``[DEC]`` (bos) and ``[ENC]`` are added as BLIP does."""
-    from tokenizers import BertWordPieceTokenizer
+    """A BERT uncased WordPiece vocabulary from the corpus, then built by transformers from ``vocab.txt`` exactly as
+    ``BertTokenizerFast`` builds bert-base-uncased's; ``[DEC]`` (bos) and ``[ENC]`` are added as BLIP does.
+
+    The vocabulary is made here rather than by ``BertWordPieceTokenizer.train``, whose ties come out in a
+    different order in every process (356-358 tokens, other ids), so a tiny model and a package exported from it
+    in another process would disagree: specials, every character alone and as a ``##`` continuation, then the
+    corpus words by frequency (ties alphabetical) up to ``BERT_VOCAB_SIZE``."""
+    from collections import Counter
+
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
     from transformers import BertTokenizerFast
 
-    trainer = BertWordPieceTokenizer(lowercase=True)
-    trainer.train_from_iterator(CORPUS.strip().splitlines(), vocab_size=400, special_tokens=list(BERT_SPECIALS),
-                                show_progress=False)
+    normalizer, splitter = BertNormalizer(lowercase=True), BertPreTokenizer()
+    words = Counter(w for line in CORPUS.strip().splitlines()
+                    for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(line)))
+    chars = sorted({c for w in words for c in w})
+    vocab = [*BERT_SPECIALS, *chars, *(f"##{c}" for c in chars)]
+    known = set(vocab)
+    ranked = sorted(words, key=lambda w: (-words[w], w))
+    vocab += [w for w in ranked if w not in known][:max(0, BERT_VOCAB_SIZE - len(vocab))]
     with tempfile.TemporaryDirectory(prefix="mmedge-tinybert-") as tmp:
         vocab_file = Path(tmp) / "vocab.txt"
-        vocab = sorted(trainer.get_vocab().items(), key=lambda kv: kv[1])
-        vocab_file.write_text("".join(token + "\n" for token, _ in vocab), encoding="utf-8")
+        vocab_file.write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
         tokenizer = BertTokenizerFast(str(vocab_file), do_lower_case=True, model_max_length=512)
     tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
     return tokenizer
@@ -93,11 +106,16 @@ def _write_vit_gpt2(out: Path, seed: int) -> Path:
     return out
 
 
-def _write_blip(out: Path, seed: int) -> Path:
+def _write_blip(out: Path, seed: int, head: str = "BlipForConditionalGeneration", sizes: dict | None = None,
+                **extra_config) -> Path:
+    """A tiny BLIP with the ``head`` class of transformers (captioning; ``BlipForQuestionAnswering`` for the
+    blip-vqa family, which shares this layout); ``sizes`` override ``TINY``, ``extra_config`` lands in
+    config.json (mmedge_* limits)."""
     import torch
-    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+    import transformers
+    from transformers import BlipConfig, BlipImageProcessor, BlipProcessor
 
-    t = TINY
+    t = {**TINY, **(sizes or {})}
     tokenizer = _bert_tokenizer()
     text = dict(vocab_size=len(tokenizer), hidden_size=t["decoder_hidden"], encoder_hidden_size=t["encoder_hidden"],
                 intermediate_size=2 * t["decoder_hidden"], num_hidden_layers=t["layers"],
@@ -109,10 +127,11 @@ def _write_blip(out: Path, seed: int) -> Path:
     vision = dict(hidden_size=t["encoder_hidden"], intermediate_size=2 * t["encoder_hidden"],
                   num_hidden_layers=t["layers"], num_attention_heads=t["heads"], image_size=t["image_size"],
                   patch_size=t["patch_size"], initializer_range=t["initializer_range"])
-    config = BlipConfig(text_config=text, vision_config=vision, initializer_range=t["initializer_range"])
+    config = BlipConfig(text_config=text, vision_config=vision, initializer_range=t["initializer_range"],
+                        **extra_config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = BlipForConditionalGeneration(config).eval()
+        model = getattr(transformers, head)(config).eval()
     model.save_pretrained(out)
     image_processor = BlipImageProcessor(size={"height": t["image_size"], "width": t["image_size"]})
     BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)

@@ -13,6 +13,7 @@ PIPELINES = {"clip": "mmedge.runtime.pipelines.clip:ClipPipeline",
              "llava": "mmedge.runtime.pipelines.vlm:VlmPipeline",
              "vision-encoder-decoder": "mmedge.runtime.pipelines.captioning:CaptioningPipeline",
              "blip-captioning": "mmedge.runtime.pipelines.captioning:CaptioningPipeline",
+             "blip-vqa": "mmedge.runtime.pipelines.vqa:VqaPipeline",
              "seq2seq": "mmedge.runtime.pipelines.seq2seq:Seq2SeqPipeline"}
 
 
