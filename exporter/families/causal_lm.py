@@ -34,6 +34,17 @@ def kv_geometry(config) -> tuple[int, int, int]:
     return layers, kv_heads, head_dim
 
 
+def parity_atol(layers: int) -> float:
+    """Export parity tolerance (max abs diff on logits and keys/values), 1e-4 per two layers.
+
+    Why it grows with depth: float32 rounding differences between PyTorch and an engine accumulate layer by
+    layer. Measured on Qwen2.5-0.5B (24 layers; logits up to ~19, keys up to ~216): up to 4.7e-4 on onnxruntime,
+    1.5e-4 on OpenVINO, while the tiny 2-layer test models stay near 1e-6. 1.2e-3 there keeps a 2.5x margin; a
+    wrong conversion differs by O(0.1-1).
+    """
+    return 1e-4 * max(1, layers / 2)
+
+
 def chat_markers(tokenizer) -> dict | None:
     """The chat template reduced to literal turn markers, so the runtime needs no Jinja: render a
     user turn and a user/assistant exchange with a probe string and cut around it. None when the
@@ -89,7 +100,7 @@ class CausalLmSpec(FamilySpec):
             second_sizes={"batch": 1, "sequence": 1, "past_sequence": 9},
             more_sizes=({"batch": 1, "sequence": 5, "past_sequence": 0},),
             static_signatures=static_signatures(max_cache_len, buckets),
-            needs_dynamo=True, derived_dims=("total_sequence",), atol=1e-4)
+            needs_dynamo=True, derived_dims=("total_sequence",), atol=parity_atol(layers))
         special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                    "pad_token_id": tokenizer.pad_token_id}
         return LoadedFamily(

