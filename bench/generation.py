@@ -632,12 +632,15 @@ def whisper_systems(args, workdir: Path) -> tuple[list[dict], list[dict]]:
             if why:
                 skipped.append({"system": "mmedge", "why": why})
     if package is not None and (want is None or "mmedge" in want):
-        for engine, variant in WHISPER_CASES:
-            systems.append({"system": f"mmedge {engine} {variant}", "group": "mmedge", "engine": engine,
-                            "model_mb": variant_files_mb(Path(package), FORMAT_OF[engine], variant),
+        # + ORT fp32 with the small-memory boards' plan option (``lean_memory``: the decoder reads its weights in
+        # place instead of pre-packing a copy): the memory target's configuration, a few % slower per step
+        for engine, variant, lean in [*((e, v, False) for e, v in WHISPER_CASES), ("onnxruntime", "fp32", True)]:
+            systems.append({"system": f"mmedge {engine} {variant}{' lean_memory' if lean else ''}", "group": "mmedge",
+                            "engine": engine, "model_mb": variant_files_mb(Path(package), FORMAT_OF[engine], variant),
                             "spec": {**base, "kind": "whisper_mmedge", "package": str(package), "engine": engine,
                                      "variant": variant, "verify": args.verify, "blas_threads": args.blas_threads,
-                                     "options": engine_options(engine, args.threads)}})
+                                     "options": {**engine_options(engine, args.threads),
+                                                 **({"lean_memory": True} if lean else {})}}})
     if args.no_peers or (want is not None and not want & {"transformers", "optimum", "openvino-genai"}):
         return systems, skipped
     if ct2 is None:

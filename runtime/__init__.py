@@ -25,11 +25,14 @@ def load(path: str | Path, *, engine: str | None = None, device: str | None = No
 
     ``engine`` forces one engine, ``device`` one device profile (default: detected), ``variant`` one
     variant (e.g. ``fp32-static``); ``options`` override engine options (``num_threads``,
-    ``INFERENCE_PRECISION_HINT``...). The pipeline's ``ran`` says what was chosen and every fallback.
+    ``INFERENCE_PRECISION_HINT``...). ``verify`` checks the sha256 of the files this load uses. The pipeline's ``ran`` says what was chosen and every fallback.
     """
-    package = open_package(path, verify=verify)
+    package = open_package(path, verify=False)
+    if verify:  # the variant's own files are checked by the loader once it has chosen one
+        package.check(package.shared_files())
     cls = pipeline_class(package.manifest.family)
-    runners, ran = load_runners(package, engine=engine, device=device, variant=variant, options=options)
+    runners, ran = load_runners(package, engine=engine, device=device, variant=variant, options=options,
+                                verify=verify)
     return cls(package, runners, ran)
 
 

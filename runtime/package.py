@@ -1,14 +1,17 @@
 """Reading a model package from disk: manifest, safe paths and checksums.
 
 The runtime never trusts a package blindly: every path in the manifest must stay inside the package
-directory, and by default every file's sha256 is checked on open (``verify=False`` skips it, for speed,
-when the caller knows the files are intact). Nothing here unpickles or touches the network.
+directory, and every file's sha256 can be checked: all of them on ``open_package(verify=True)``, or only
+the files a load really uses (``runtime.load``: the shared files + the chosen variant's, so a package holding
+five variants is not hashed five times over at every start); ``verify=False`` skips it, for speed, when the
+caller knows the files are intact. Nothing here unpickles or touches the network.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +52,14 @@ class Package:
             raise PackageError(f"package file {p} is missing; re-export the package or copy it completely")
         return p
 
-    def verify(self) -> list[str]:
-        """Problems found (missing files, checksum mismatches); an empty list means intact."""
+    def verify(self, files: Iterable[str] | None = None) -> list[str]:
+        """Problems found (missing files, checksum mismatches) among ``files`` (default: every file of the
+        package); an empty list means intact."""
+        wanted = None if files is None else set(files)
         problems = []
         for rel, digest in sorted(self.manifest.files.items()):
+            if wanted is not None and rel not in wanted:
+                continue
             p = self.path(rel)
             if not p.is_file():
                 problems.append(f"missing: {rel}")
@@ -61,9 +68,22 @@ class Package:
         for component in self.manifest.components.values():
             for a in component.artifacts:
                 for rel in a.files():
-                    if rel not in self.manifest.files:
+                    if rel not in self.manifest.files and (wanted is None or rel in wanted):
                         problems.append(f"not covered by a checksum: {rel}")
         return problems
+
+    def shared_files(self) -> list[str]:
+        """Files no artifact owns (tokenizer, pre-processing tables...): every variant needs them."""
+        owned = {rel for c in self.manifest.components.values() for a in c.artifacts for rel in a.files()}
+        return sorted(set(self.manifest.files) - owned)
+
+    def check(self, files: Iterable[str] | None = None) -> None:
+        """``verify`` that raises: a ``ChecksumError`` naming the first problems and the fix."""
+        problems = self.verify(files)
+        if problems:
+            raise ChecksumError(f"package {self.root} failed verification: {'; '.join(problems[:5])}"
+                                f"{' ...' if len(problems) > 5 else ''}. Re-export or re-copy the package "
+                                "(or open with verify=False at your own risk)")
 
 
 def open_package(path: str | Path, *, verify: bool = True) -> Package:
@@ -83,9 +103,5 @@ def open_package(path: str | Path, *, verify: bool = True) -> Package:
     for rel in package.manifest.files:
         package.path(rel)  # path-escape check even when checksums are skipped
     if verify:
-        problems = package.verify()
-        if problems:
-            raise ChecksumError(f"package {root} failed verification: {'; '.join(problems[:5])}"
-                                f"{' ...' if len(problems) > 5 else ''}. Re-export or re-copy the package "
-                                "(or open with verify=False at your own risk)")
+        package.check()
     return package

@@ -55,6 +55,28 @@ def test_verify_detects_one_tampered_byte(package_copy):
     open_package(package_copy, verify=False)  # explicit opt-out still opens
 
 
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_load_verifies_the_files_it_uses(package_copy):
+    """runtime.load hashes the shared files and the chosen variant's, not every variant of the package."""
+    from mmedge import runtime
+
+    _flip_a_byte(package_copy / "vision" / "tflite-fp32-static" / "model.tflite")
+    clip = runtime.load(package_copy, engine="onnxruntime", variant="fp32")  # the damage is elsewhere
+    assert clip.ran.variant == "fp32"
+    with pytest.raises(ChecksumError, match="checksum mismatch: vision/tflite-fp32-static/model.tflite"):
+        runtime.load(package_copy, engine="litert")
+    with pytest.raises(ChecksumError):
+        open_package(package_copy)  # opening the package as a whole still checks everything
+    _flip_a_byte(package_copy / open_package(package_copy, verify=False).manifest.preprocessing["text"]["tokenizer_file"])
+    with pytest.raises(ChecksumError, match="checksum mismatch: .*tokenizer"):
+        runtime.load(package_copy, engine="onnxruntime", variant="fp32")
+
+
 def test_missing_file_is_reported(package_copy):
     (package_copy / "text" / "tflite-fp32-static" / "model.tflite").unlink()
     with pytest.raises(ChecksumError, match="missing: text/tflite-fp32-static/model.tflite"):

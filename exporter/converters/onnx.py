@@ -14,6 +14,7 @@ import torch
 
 from mmedge.errors import ExportError
 from mmedge.exporter.converters import Converted, ConvertedSignature, contract, file_name, graphs
+from mmedge.exporter.converters.onnx_weights import DATA_FILE, share_weights
 from mmedge.exporter.families.base import ComponentSpec
 
 OPSET = 18
@@ -66,10 +67,12 @@ def export_graph(spec: ComponentSpec, path: Path, sizes: dict[str, int] | None) 
 
 
 def convert(spec: ComponentSpec, out_dir: Path, *, static: bool) -> Converted:
+    """The graphs of one artifact, their weights stored once in a shared data file (``onnx_weights``)."""
     signatures = []
     for name, sizes in graphs(spec, static).items():
         path = out_dir / file_name(name, "onnx")
         export_graph(spec, path, sizes)
         signatures.append(ConvertedSignature(name=name, file=path, inputs=contract(spec.inputs, sizes=sizes),
                                              outputs=contract(spec.outputs, sizes=sizes)))
-    return Converted(signatures=signatures)
+    data = share_weights([s.file for s in signatures], out_dir / DATA_FILE)
+    return Converted(signatures=signatures, extra_files=[data] if data else [])

@@ -12,6 +12,7 @@ from typing import Any, Union
 from mmedge.errors import UsageError
 
 EarlyStopping = Union[bool, str]  # True, False or "never", as in Hugging Face
+DEFAULT_MAX_NEW_TOKENS = 64  # when the model sets no length (see GenerationConfig)
 
 
 def _ids(value: Any) -> list[int]:
@@ -23,9 +24,16 @@ def _ids(value: Any) -> list[int]:
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """How to pick tokens. ``max_length`` (prompt + new, HF's meaning) only caps ``max_new_tokens`` further."""
+    """How to pick tokens. ``max_length`` (prompt + new, HF's meaning) only caps ``max_new_tokens`` further.
 
-    max_new_tokens: int = 64
+    Length policy (the one place it is decided): a length the model's generation config sets is honoured
+    exactly as ``model.generate`` reads it (families whose HF ``generate`` rewrites the default, like the
+    captioners, store the rewritten value). When the model sets none, ``model.generate`` falls back to
+    ``max_length=20`` *counting the prompt* (with a warning), so a chat prompt of 20 tokens gets no answer at
+    all; mmedge generates up to ``DEFAULT_MAX_NEW_TOKENS`` new tokens instead. Comparisons with transformers
+    therefore pass ``max_new_tokens`` explicitly to both sides."""
+
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     min_new_tokens: int = 0
     max_length: int | None = None
     do_sample: bool = False

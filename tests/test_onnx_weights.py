@@ -1,0 +1,98 @@
+"""ONNX weights stored once per artifact (``exporter.converters.onnx_weights``) and read in place at run time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from mmedge.exporter.converters.onnx_weights import ALIGN, DATA_FILE, share_weights, untie_transposed
+
+VOCAB, WIDTH = 300, 16
+
+
+def _tied_lm(path: Path, seed: int) -> Path:
+    """ids [B, T] -> embedding lookup -> hidden * 2 -> logits = hidden @ W^T, with W shared: the tied-head
+    pattern torch.onnx writes (Gather + Transpose of one initializer); a second weight differs per seed."""
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.standard_normal((VOCAB, WIDTH)).astype(np.float32), "embed.weight")
+    scale = numpy_helper.from_array(np.full((WIDTH,), 2.0 + seed, np.float32), f"scale_{seed}")
+    nodes = [helper.make_node("Gather", ["embed.weight", "ids"], ["hidden"], axis=0),
+             helper.make_node("Mul", ["hidden", scale.name], ["scaled"]),
+             helper.make_node("Transpose", ["embed.weight"], ["head_t"], perm=[1, 0]),
+             helper.make_node("MatMul", ["scaled", "head_t"], ["logits"], name="lm_head")]
+    graph = helper.make_graph(nodes, "tied", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["B", "T"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", "T", VOCAB])],
+                              [table, scale])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def _run(path: Path, ids: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+
+
+def test_graphs_share_one_data_file_and_give_the_same_logits(tmp_path):
+    paths = [_tied_lm(tmp_path / f"g{seed}.onnx", seed) for seed in (0, 1)]
+    ids = np.array([[1, 5, 299], [7, 0, 42]], np.int64)
+    before = [_run(p, ids) for p in paths]
+    data = share_weights(paths, tmp_path / DATA_FILE)
+    assert data == tmp_path / DATA_FILE
+    # the 300x16 table once (it is in both graphs), each graph's own scale vector is too small to move
+    assert data.stat().st_size == VOCAB * WIDTH * 4
+    for path, expected in zip(paths, before):
+        model = onnx.load(str(path), load_external_data=False)
+        assert [n.op_type for n in model.graph.node if "embed.weight" in n.input] == ["Gather", "Gemm"]
+        table = next(t for t in model.graph.initializer if t.name == "embed.weight")
+        assert table.data_location == TensorProto.EXTERNAL and not table.raw_data
+        entries = {e.key: e.value for e in table.external_data}
+        assert entries["location"] == DATA_FILE and int(entries["offset"]) % ALIGN == 0
+        np.testing.assert_allclose(_run(path, ids), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_untie_leaves_other_transposes_alone(tmp_path):
+    model = onnx.load(str(_tied_lm(tmp_path / "g.onnx", 0)))
+    model.graph.node.append(helper.make_node("Identity", ["head_t"], ["extra"]))  # the transpose is used elsewhere
+    model.graph.output.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [WIDTH, VOCAB]))
+    assert untie_transposed(model) == 0
+    assert "Transpose" in [n.op_type for n in model.graph.node]
+
+
+def test_nothing_to_move_writes_no_data_file(tmp_path):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "small",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    path = tmp_path / "small.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    assert share_weights([path], tmp_path / DATA_FILE) is None
+    assert not (tmp_path / DATA_FILE).exists()
+
+
+@pytest.mark.parametrize("variant", ["fp32", "fp32-static"])
+def test_whisper_decoder_weights_are_stored_once_and_read_in_place(whisper_package, variant):
+    """The static decoder's decode + prefill graphs point into one data file and their sessions read it in place
+    (no pre-packed copy per graph); a dynamic decoder pre-packs (faster) unless the plan asks for lean memory.
+    The runtime reports the choice."""
+    from mmedge import runtime
+    from mmedge.runtime.package import open_package
+
+    artifact = open_package(whisper_package, verify=False).manifest.components["decoder"].find("onnx", variant)
+    data_files = [f for f in artifact.files() if f.endswith(DATA_FILE)]
+    assert len(data_files) == 1
+    graphs = {s.file for s in artifact.signatures.values()}
+    assert len(graphs) == (3 if variant == "fp32-static" else 1)
+    data_size = (whisper_package / data_files[0]).stat().st_size
+    assert all((whisper_package / g).stat().st_size < data_size / 50 for g in graphs)
+    def decoder_prepacks(**options) -> bool:
+        pipe = runtime.load(whisper_package, engine="onnxruntime", variant=variant, options=options)
+        components = pipe.ran.to_dict()["components"]
+        assert components["encoder"]["options"].get("prepack_weights", True) is True
+        return components["decoder"]["options"].get("prepack_weights", True)
+
+    assert decoder_prepacks() is (variant == "fp32")
+    assert decoder_prepacks(lean_memory=True) is False
+    assert decoder_prepacks(prepack_weights=True) is True  # the user's word wins
