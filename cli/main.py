@@ -38,6 +38,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     path = export(args.model, args.out_dir, family=args.family, formats=formats, static=args.static,
                   device=args.device, revision=args.revision, log=_log)
     print(f"package written to {path}")
+    if args.device:
+        from mmedge.exporter.mobile import summary
+
+        for line in summary(path):
+            print(line)
     return 0
 
 
@@ -248,6 +253,48 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_profile(r: dict) -> str:
+    lat, mem, acc, ops = r["latency_ms"], r["memory"], r["accuracy"], r["operators"]
+    lines = [f"{r['engine']}/{r['variant']}: load {r['load_ms']:.1f} ms, cold {r['cold_ms']:.2f} ms, "
+             f"p50 {lat['p50']:.3f} / p90 {lat['p90']:.3f} / p99 {lat['p99']:.3f} ms over {lat['runs']} runs, "
+             f"{r['throughput_per_s']:.1f} calls/s, peak RSS {(mem['peak_rss_bytes'] or 0) / 2**20:.1f} MB, "
+             f"files {r['files']['bytes'] / 2**20:.2f} MB"]
+    if r.get("generation"):
+        g = r["generation"]
+        ttft = f"{g['time_to_first_token_ms']:.2f} ms" if g.get("time_to_first_token_ms") is not None else "n/a"
+        speed = f"{g['tokens_per_s']:.1f}" if g.get("tokens_per_s") else "n/a"
+        lines.append(f"  generation: first token {ttft}, {speed} tokens/s ({g['new_tokens']} tokens)")
+    lines.append(f"  accuracy vs {acc['reference']}: " + (f"{acc['metric']} {acc['value']:.6f}" if acc["available"]
+                                                          else f"n/a ({acc['reason']})"))
+    lines.append("  operators: " + (", ".join(f"{o['op_type']} {o['ms_per_call']:.3f} ms" for o in ops["by_op_type"][:5])
+                                    if ops["available"] else f"n/a ({ops['reason']})"))
+    lines.append("  " + _describe_ran(r["ran"]).replace("\n", "\n  "))
+    return "\n".join(lines)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from mmedge.runtime.profiling import profile, write_profile
+    from mmedge.runtime.profiling.report import write_report
+
+    result = profile(args.package, engines=_csv(args.engine) if args.engine else None, device=args.device,
+                     variants=_csv(args.variants) if args.variants else None, runs=args.runs, warmup=args.warmup,
+                     options=_runtime_options(args))
+    print("\n".join(_describe_profile(r) for r in result["results"]))
+    if args.json:
+        print(f"profile written to {write_profile(result, args.json)}")
+    if args.html:
+        print(f"report written to {write_report([result], args.html)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mmedge.runtime.profiling import load_profile
+    from mmedge.runtime.profiling.report import write_report
+
+    print(f"report written to {write_report([load_profile(p) for p in args.profiles], args.html)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmedge", description="Export, package and run multimodal models on edge devices")
     parser.add_argument("--version", action="version", version=f"mmedge {__version__}")
@@ -311,6 +358,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="/", help="read device files under this root (testing)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("profile", help="measure latency, memory, size, operators and accuracy of each variant")
+    p.add_argument("package")
+    p.add_argument("--engine", help="engine(s), comma list of onnxruntime,openvino,litert (default: the device plan's)")
+    p.add_argument("--device", help="device profile (default: detected)")
+    p.add_argument("--variants", help="comma list, e.g. fp32,fp32-static (default: every variant of the engine)")
+    p.add_argument("--runs", type=int, default=20, help="timed task calls per variant (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed task calls before them (default 3)")
+    p.add_argument("--threads", type=int, help="engine threads (default: all cores)")
+    p.add_argument("--precision-hint", help="OpenVINO INFERENCE_PRECISION_HINT (default f32)")
+    p.add_argument("--json", metavar="OUT", help="write the profile JSON here")
+    p.add_argument("--html", metavar="OUT", help="write an HTML report of this profile here")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("report", help="compare profile JSONs (devices, variants, engines) in one HTML page")
+    p.add_argument("profiles", nargs="+", help="JSON files written by mmedge profile --json")
+    p.add_argument("--html", metavar="OUT", required=True, help="the HTML file to write")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from mmedge.devices import profile as device_profile
 from mmedge.errors import UsageError
-from mmedge.exporter import package_writer, parity
+from mmedge.exporter import mobile, package_writer, parity
 from mmedge.exporter.converters import Converted
 from mmedge.exporter.converters import onnx as onnx_conv
 from mmedge.exporter.converters import openvino as ov_conv
@@ -69,11 +69,17 @@ def _artifact(fmt: str, variant: str, static: bool, converted: Converted, stage:
 def export(model: str | Path, out_dir: str | Path, *, family: str | None = None,
            formats: Sequence[str] | None = None, static: bool = False, device: str | None = None,
            revision: str | None = None, log: Callable[[str], None] = lambda _m: None) -> Path:
-    """Export ``model`` (HF dir or hub id) into a verified package at ``out_dir``; returns its path."""
+    """Export ``model`` (HF dir or hub id) into a verified package at ``out_dir``; returns its path.
+
+    A phone ``device`` (android, ios) also gets the ``mobile/`` files (``exporter.mobile``)."""
+    phone = False
     if device is not None:
         prof = device_profile(device)
         formats = formats or list(dict.fromkeys(r.format for r in prof.preferred))
         static = static or prof.static_shapes
+        phone = mobile.delegate_options(device) is not None
+        if phone:
+            mobile.check_formats(device, formats)
     formats = list(formats or FORMATS)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -100,10 +106,12 @@ def export(model: str | Path, out_dir: str | Path, *, family: str | None = None,
         for rel, content in loaded.files.items():
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             (stage / rel).write_bytes(content)
+        mobile_section = mobile.write(stage, device, loaded.components, components, log) if phone else None
         manifest = Manifest(
             family=loaded.family, task=loaded.task,
             components={c.name: Component(c.name, c.description, tuple(components[c.name])) for c in loaded.components},
             source=source.to_dict(), tools=tool_versions(),
             created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            preprocessing=loaded.preprocessing, postprocessing=loaded.postprocessing, generation=loaded.generation)
+            preprocessing=loaded.preprocessing, postprocessing=loaded.postprocessing, generation=loaded.generation,
+            mobile=mobile_section)
         return package_writer.commit(stage, out_dir, manifest)

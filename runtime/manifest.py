@@ -14,6 +14,18 @@ Schema version 1 (changes must bump ``SCHEMA_VERSION`` and update the exporter a
     components: {name: {description, artifacts: [Artifact]}}
     preprocessing, postprocessing, generation: free-form dicts owned by the family
     files: {relative path: sha256}         # every file of the package except mmedge.json
+    mobile: MobileSection                  # optional; only phone exports (mmedge export --device android|ios)
+
+    MobileSection: {device, ort, required_operators, report, snippets, delegates}
+        ort: {component: {signatures: {name: file}, parity}}  # ORT-format (.ort) copies of the fixed-shape
+            # ONNX graphs, checked against PyTorch like every artifact
+        required_operators: file           # ORT's required-operators config for a reduced-size ORT mobile build
+        report: file                       # compatibility report (JSON): NNAPI / CoreML partitions, LiteRT GPU
+        snippets: [file]                   # Kotlin / Swift examples and their README
+        delegates: {engine: options}       # the EP / delegate options to use on the phone (NNAPI flags, CoreML
+            # compute units, QNN HTP, XNNPACK; LiteRT GPU delegate), as the device profile states them
+    ``mobile`` is optional and additive: a v1 reader that predates it ignores unknown keys (``from_dict`` reads
+    only the keys it knows), so it did not need a schema bump; packages without it omit the key entirely.
 
     Artifact: {format, variant, precision, static, file, extra_files, signatures, parity}
     signatures: {name: {file, engine_key, inputs, outputs}}  # entry points: one per graph, or per TFLite
@@ -179,6 +191,47 @@ class Component:
         return next((a for a in self.artifacts if a.format == fmt and a.variant == variant), None)
 
 
+@dataclass(frozen=True)
+class MobileSection:
+    """What a phone export adds beside the artifacts: files for ORT Mobile and the delegate options to use.
+
+    Kept out of ``artifacts`` on purpose: ``.ort`` files are for ORT Mobile builds on phones; the runtime's
+    planner keeps choosing among the artifacts, and an x86 runtime only exposes these options to callers.
+    """
+
+    device: str
+    ort: dict[str, dict]
+    required_operators: str
+    report: str
+    snippets: tuple[str, ...] = ()
+    delegates: dict[str, dict] = field(default_factory=dict)
+
+    def files(self) -> list[str]:
+        """Every package file the section names."""
+        ort = [f for c in self.ort.values() for f in c["signatures"].values()]
+        return [*ort, self.required_operators, self.report, *self.snippets]
+
+    @classmethod
+    def from_dict(cls, d: Any) -> MobileSection:
+        where = "mobile"
+        ort = _require(d, "ort", dict, where)
+        for name, comp in ort.items():
+            sigs = _require(comp, "signatures", dict, f"{where}.ort.{name}")
+            if not sigs or not all(isinstance(f, str) for f in sigs.values()):
+                raise PackageError(f"manifest: {where}.ort.{name}.signatures must map names to files; re-export")
+        snippets = _require(d, "snippets", list, where)
+        delegates = _require(d, "delegates", dict, where)
+        if not all(isinstance(s, str) for s in snippets) or not all(isinstance(v, dict) for v in delegates.values()):
+            raise PackageError(f"manifest: {where} has malformed snippets or delegates; re-export the package")
+        return cls(device=_require(d, "device", str, where), ort=ort,
+                   required_operators=_require(d, "required_operators", str, where),
+                   report=_require(d, "report", str, where), snippets=tuple(snippets), delegates=delegates)
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "ort": self.ort, "required_operators": self.required_operators,
+                "report": self.report, "snippets": list(self.snippets), "delegates": self.delegates}
+
+
 @dataclass
 class Manifest:
     family: str
@@ -192,6 +245,7 @@ class Manifest:
     generation: dict = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    mobile: MobileSection | None = None
 
     @classmethod
     def from_dict(cls, d: Any) -> Manifest:
@@ -220,15 +274,20 @@ class Manifest:
             components=components, source=dict(d.get("source", {})), tools=dict(d.get("tools", {})),
             created_utc=str(d.get("created_utc", "")), preprocessing=dict(d.get("preprocessing", {})),
             postprocessing=dict(d.get("postprocessing", {})), generation=dict(d.get("generation", {})),
-            files=dict(files), schema_version=version)
+            files=dict(files), schema_version=version,
+            mobile=MobileSection.from_dict(d["mobile"]) if d.get("mobile") is not None else None)
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d.pop("mobile")
         d["components"] = {n: {"description": c.description, "artifacts": [a.to_dict() for a in c.artifacts]}
                            for n, c in self.components.items()}
         order = ["schema_version", "family", "task", "source", "tools", "created_utc", "components",
                  "preprocessing", "postprocessing", "generation", "files"]
-        return {k: d[k] for k in order}
+        out = {k: d[k] for k in order}
+        if self.mobile is not None:
+            out["mobile"] = self.mobile.to_dict()
+        return out
 
     def variants(self) -> list[tuple[str, str, str, bool]]:
         """(format, variant, precision, static) offered by *every* component, in manifest order."""

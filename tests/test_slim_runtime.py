@@ -59,6 +59,7 @@ def test_importing_runtime_imports_no_heavy_package():
     code = """
         import sys
         import mmedge.runtime, mmedge.runtime.pipelines.clip, mmedge.devices
+        import mmedge.runtime.profiling.worker, mmedge.runtime.profiling.report
         print(",".join(sorted({m.split(".")[0] for m in sys.modules} & set(BLOCKED) | {"ok"})))
     """
     proc = run_blocked(["none"], code.replace("set(BLOCKED)", repr(set(HEAVY))))
