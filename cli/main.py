@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tiny_model)
 
     p = sub.add_parser("export", help="export a model to a verified package (ONNX, OpenVINO IR, TFLite)")
-    p.add_argument("model", help="local Hugging Face directory or hub id")
+    p.add_argument("model", help="a Hugging Face directory or hub id, a CTranslate2 Whisper directory, a .gguf file, "
+                                 "or a bundled name (whisper-tiny.en, whisper-base, qwen2.5-coder-0.5b-instruct)")
     p.add_argument("out_dir")
     p.add_argument("--family", help="model family (detected from config.json when omitted)")
     p.add_argument("--formats", help="comma list of onnx,openvino,tflite (default: all)")

@@ -13,8 +13,8 @@ Two rules the data relies on (kept here, not repeated in every file):
   when the device has them (``has_int8_dot``: asimddp on Arm, VNNI on x86) the planner moves int8 first.
   That is how one ``x86-cpu`` profile serves machines with and without VNNI, decided at detection.
 * ``lean_memory: true`` in a route's options (small-memory boards) asks the runtime to trade a little speed for
-  memory where it can: ONNX Runtime KV-cache decoders then read their weights in place instead of pre-packing a
-  copy (``runtime.loader._component_options``).
+  memory where it can: ONNX Runtime sessions then read their weights in place instead of pre-packing a copy
+  (``runtime.loader._component_options``).
 """
 
 from __future__ import annotations

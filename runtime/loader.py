@@ -37,16 +37,16 @@ class RunInfo:
 
 def _component_options(engine: str, artifact, options: dict) -> dict:
     """Engine options for one component. ONNX Runtime pre-packs every MatMul weight into a copy in each session's
-    heap: worth it for speed (a Whisper tiny.en decode step 5 %, a Qwen2.5-0.5B step 20 % faster), but for a
-    KV-cache step graph (it takes ``past_keys``) it costs a second copy of the weights per session. So those
-    graphs read the weights in place from the package's shared data file when the artifact has several graphs
-    (static ``decode`` + ``prefill_N``: three copies otherwise) or the device plan asks for ``lean_memory``
-    (small-memory boards and phones). A user's explicit ``prepack_weights`` wins."""
+    heap: worth it for speed (a Whisper tiny.en decode step 5 %, a Qwen2.5-0.5B step 20 % faster), at the cost of
+    a second copy of the weights. So components read their weights in place from the package's files when the
+    device plan asks for ``lean_memory`` (small-memory boards and phones), and a KV-cache step graph (it takes
+    ``past_keys``) does so whenever its artifact has several graphs (static ``decode`` + ``prefill_N``: one
+    packed copy per graph otherwise). A user's explicit ``prepack_weights`` wins."""
     if engine != "onnxruntime" or "prepack_weights" in options:
         return options
     per_token = any(t.name == "past_keys" for t in artifact.inputs)
     several_graphs = len({s.file for s in artifact.signatures.values()}) > 1
-    if per_token and (several_graphs or options.get("lean_memory")):
+    if options.get("lean_memory") or (per_token and several_graphs):
         return {**options, "prepack_weights": False}
     return options
 

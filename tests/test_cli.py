@@ -115,3 +115,12 @@ def test_unknown_model_type_needs_family(tiny_clip_dir, tmp_path, capsys):
     (model / "config.json").write_text(json.dumps(config))
     assert main(["export", str(model), str(tmp_path / "out")]) == 2
     assert "pass --family" in capsys.readouterr().err
+
+
+def test_export_help_names_every_bundled_model():
+    """The help text is written out (building the parser must not import the exporter); it must not go stale."""
+    from mmedge.cli.main import build_parser
+    from mmedge.exporter.importers.bundled import BUNDLED
+
+    help_text = build_parser()._subparsers._group_actions[0].choices["export"].format_help()
+    assert all(name in " ".join(help_text.split()) for name in BUNDLED)

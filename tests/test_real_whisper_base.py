@@ -84,9 +84,12 @@ def test_transcripts_equal_transformers_and_english_is_detected(package, hf, cli
     detect = pipe.detect_language
     pipe.detect_language = lambda decoder: detected.append(detect(decoder)) or detected[-1]
     for name, kw in SETTINGS.items():
-        texts = [pipe.transcribe(s, **kw).text for s in clips.values()]
+        results = [pipe.transcribe(s, **kw) for s in clips.values()]
+        texts = [r.text for r in results]
         assert texts == expected[name], name
         assert all(texts), name
+        # the language each window was decoded in is part of the result (given, or detected: English)
+        assert {c["language"] for r in results for c in r.chunks} == {kw.get("language") or "en"}, name
     english = pipe.lang_to_id["<|en|>"]
     assert detected == [english] * len(clips) * 2  # "detect" and "translate" (no language given) detect
     features = hf[1](list(clips.values()), sampling_rate=16000, return_tensors="pt").input_features

@@ -135,5 +135,6 @@ def test_cli_audio(whisper_package, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["task"] == "automatic-speech-recognition" and "forward" in out["text"].lower()
     assert out["ran"]["engine"] == "onnxruntime" and len(out["chunks"]) == 1
+    assert out["chunks"][0]["language"] == "en"  # an English-only model decodes in English
     assert main(["run", str(whisper_package), "--device", "x86-cpu", "--prompt", "hi"]) == 2
     assert "--audio" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from mmedge.runtime.loader import RunInfo
 @dataclass
 class TranscriptionResult:
     text: str
-    chunks: list[dict] = field(default_factory=list)  # {"start_s", "end_s", "text"} per window
+    chunks: list[dict] = field(default_factory=list)  # {"start_s", "end_s", "text"[, "language"]} per window
     ran: RunInfo | None = None
 
     def to_dict(self) -> dict:

@@ -81,7 +81,8 @@ class WhisperPipeline:
     # ------------------------------------------------------------------ transcription
 
     def transcribe_window(self, samples: np.ndarray, *, language: str | None = None, task: str | None = None,
-                          **overrides) -> tuple[str, list[int]]:
+                          **overrides) -> tuple[str, list[int], str]:
+        """One <= 30 s window: (text, tokens, the language code it was decoded in: given, detected, or "en")."""
         cross = self.encoder(input_features=self.features(samples))
         decoder = CachedDecoder(self.decoder_runner, self.cache, pad_token_id=int(self.gen.get("pad_token_id") or 0),
                                 extra_feeds=cross)
@@ -91,7 +92,13 @@ class WhisperPipeline:
         prompt = self.prompt_ids(language, task, language_token)
         config = self.config.with_overrides(**{k: v for k, v in overrides.items() if v is not None})
         out = generate(decoder, prompt, config)
-        return self.tokenizer.decode(out.tokens).strip(), out.tokens
+        return self.tokenizer.decode(out.tokens).strip(), out.tokens, self._language_code(prompt)
+
+    def _language_code(self, prompt: list[int]) -> str:
+        """The language of a decoding prompt (its second token on multilingual models; English-only: "en")."""
+        if not self.multilingual:
+            return "en"
+        return next(k.strip("<|>") for k, v in self.lang_to_id.items() if int(v) == prompt[1])
 
     def transcribe(self, audio, *, language: str | None = None, task: str | None = None,
                    **overrides) -> TranscriptionResult:
@@ -102,6 +109,6 @@ class WhisperPipeline:
             self.prompt_ids(language, task)  # raises the English-only error before any work
         chunks = []
         for window in chunk_audio(samples, window_s=self.features.config.chunk_length):
-            text, _ = self.transcribe_window(window.samples, language=language, task=task, **overrides)
-            chunks.append({"start_s": window.start_s, "end_s": window.end_s, "text": text})
+            text, _, used = self.transcribe_window(window.samples, language=language, task=task, **overrides)
+            chunks.append({"start_s": window.start_s, "end_s": window.end_s, "text": text, "language": used})
         return TranscriptionResult(text=" ".join(c["text"] for c in chunks if c["text"]), chunks=chunks, ran=self.ran)
