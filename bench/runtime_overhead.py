@@ -69,14 +69,12 @@ def build_tiny_package(workdir: Path) -> Path:
 def bare_onnxruntime(path: Path, info: dict):
     import onnxruntime as ort
 
+    from mmedge.runtime.engines.onnxruntime import session_options
+
     opts = info.get("options", {})
-    so = ort.SessionOptions()
-    if opts.get("intra_op_num_threads"):
-        so.intra_op_num_threads = int(opts["intra_op_num_threads"])
-    if opts.get("inter_op_num_threads"):
-        so.inter_op_num_threads = int(opts["inter_op_num_threads"])
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), sess_options=so, providers=info.get("providers") or ["CPUExecutionProvider"])
+    # the runtime's own SessionOptions (threads, memory pattern, pre-packing): only the per-call code differs
+    sess = ort.InferenceSession(str(path), sess_options=session_options(ort, opts),
+                                providers=info.get("providers") or ["CPUExecutionProvider"])
     in_name = sess.get_inputs()[0].name
     out_names = [o.name for o in sess.get_outputs()]
     run = sess.run

@@ -1,7 +1,7 @@
 """Detection: which device profile fits this machine, read from files under an overridable root.
 
-Everything comes from plain files (``proc/device-tree/model``, ``etc/nv_tegra_release``, ``proc/cpuinfo``,
-``dev/accel/accel*``) so that tests and ``mmedge devices --root DIR`` can point at a fake root, and so that
+Everything comes from plain files (``proc/device-tree/model`` and ``compatible``, ``etc/nv_tegra_release``,
+``proc/cpuinfo``, ``dev/accel/accel*``) so that tests and ``mmedge devices --root DIR`` can point at a fake root, and so that
 detection never loads a driver. Engines are only *looked up* (``importlib.util.find_spec``), never imported:
 importing onnxruntime or openvino costs seconds and may fail loudly on a half-installed machine.
 """
@@ -15,7 +15,7 @@ import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .profiles import DeviceProfile, profile
 
@@ -41,6 +41,7 @@ class DetectedDevice:
     features: tuple[str, ...]              # sorted, only FEATURES_OF_INTEREST
     has_int8_dot: bool
     model: str = ""                        # the board's own name, when a file gave one
+    dla_cores: int = 0                     # Jetson deep-learning accelerators TensorRT may use (Orin NX / AGX)
     evidence: dict[str, str] = field(default_factory=dict)    # file (relative to root) -> what it said
     notes: list[str] = field(default_factory=list)
 
@@ -50,7 +51,7 @@ class DetectedDevice:
 
     def to_dict(self) -> dict[str, Any]:
         return {"profile": self.profile, "arch": self.arch, "cores": self.cores, "features": list(self.features),
-                "has_int8_dot": self.has_int8_dot, "model": self.model, "evidence": dict(self.evidence),
+                "has_int8_dot": self.has_int8_dot, "model": self.model, "dla_cores": self.dla_cores, "evidence": dict(self.evidence),
                 "notes": list(self.notes)}
 
 
@@ -101,8 +102,29 @@ def _board(model: str, tegra: str | None) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _npu(root: Path) -> tuple[str | None, str | None]:
-    """The first /dev/accel node that is (or may be) an Intel NPU; other accel drivers (AMD XDNA...) are skipped."""
+def jetson_dla_cores(model: str, compatible: str) -> tuple[int, str]:
+    """(DLA cores, module name) of a Jetson Orin from its device-tree model and compatible strings.
+
+    AGX Orin and Orin NX 16GB have two DLA v2 cores, Orin NX 8GB (module p3767-0001) one, Orin Nano none: the
+    Nano's module is an Orin NX with the DLAs fused off, so TensorRT must not be asked for DLA there.
+    """
+    lower = model.lower()
+    if "nano" in lower:
+        return 0, "Orin Nano"
+    if "agx" in lower:
+        return 2, "AGX Orin"
+    if "orin nx" in lower:
+        return (1, "Orin NX 8GB") if "p3767-0001" in compatible else (2, "Orin NX")
+    return 0, "unknown Orin module"
+
+
+def intel_npu_node(root: str | Path = "/") -> tuple[str | None, str | None]:
+    """The first /dev/accel node that is (or may be) an Intel NPU, and its driver name when sysfs says it.
+
+    Other accel drivers (AMD XDNA...) are skipped. The OpenVINO engine uses it too, to tell "no driver at all"
+    from "driver present but OpenVINO does not list the NPU".
+    """
+    root = Path(root)
     for node in sorted((root / "dev" / "accel").glob("accel*")):
         driver = root / "sys" / "class" / "accel" / node.name / "device" / "driver"
         name = os.path.basename(os.path.realpath(driver)) if driver.exists() else None
@@ -111,8 +133,13 @@ def _npu(root: Path) -> tuple[str | None, str | None]:
     return None, None
 
 
-def detect(root: str | Path = "/") -> DetectedDevice:
-    """Detect the device profile of the machine whose filesystem is at ``root`` (``/`` for this machine)."""
+def detect(root: str | Path = "/", *, openvino_devices: Sequence[str] | None = None) -> DetectedDevice:
+    """Detect the device profile of the machine whose filesystem is at ``root`` (``/`` for this machine).
+
+    ``openvino_devices`` (``ov.Core().available_devices``, from a caller that has OpenVINO loaded anyway) is
+    more evidence for an Intel NPU: an NPU OpenVINO lists counts even where ``/dev/accel`` cannot be seen.
+    Detection itself never imports OpenVINO (seconds of import, and it may fail on a half-installed driver).
+    """
     root = Path(root)
     live = root.resolve() == Path("/").resolve()
     evidence: dict[str, str] = {}
@@ -138,11 +165,20 @@ def detect(root: str | Path = "/") -> DetectedDevice:
             cores = usable
 
     name, note = _board(model, tegra)
+    dla = 0
+    if name == "jetson-orin":
+        compatible = _read(root, "proc/device-tree/compatible") or ""
+        dla, module = jetson_dla_cores(model, compatible)
+        evidence["jetson module"] = f"{module}: {dla} DLA core{'s' * (dla != 1)}" + ("" if dla else " (TensorRT on the GPU only)")
     if name is None:
-        npu_node, driver = _npu(root) if arch in (None, "x86_64") else (None, None)
-        if npu_node:
+        npu_node, driver = intel_npu_node(root) if arch in (None, "x86_64") else (None, None)
+        ov_npu = any(d.split(".")[0] == "NPU" for d in openvino_devices or ())
+        if npu_node or ov_npu:
             name = "intel-npu"
-            evidence[npu_node] = f"accel device, driver {driver}" if driver else "accel device (driver unknown: assumed Intel NPU)"
+            if npu_node:
+                evidence[npu_node] = f"accel device, driver {driver}" if driver else "accel device (driver unknown: assumed Intel NPU)"
+            if ov_npu:
+                evidence["openvino"] = f"available devices: {', '.join(openvino_devices or ())}"
         elif live and sys.platform == "darwin" and arch == "aarch64":
             name, note = "ios", "macOS on Apple silicon: using the ios profile (CoreML EP first)"
         elif arch == "x86_64":
@@ -166,4 +202,4 @@ def detect(root: str | Path = "/") -> DetectedDevice:
     if not cores:
         notes.append("core count unknown (no proc/cpuinfo); plans use this machine's os.cpu_count()")
     return DetectedDevice(profile=name, arch=arch or prof.arch, cores=cores or None, features=tuple(sorted(feats)),
-                          has_int8_dot=int8_dot, model=model, evidence=evidence, notes=notes)
+                          has_int8_dot=int8_dot, model=model, dla_cores=dla, evidence=evidence, notes=notes)

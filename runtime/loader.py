@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmedge.devices import ArtifactRef, detect, plan
+from mmedge.devices import ArtifactRef, DetectedDevice, detect, plan
 from mmedge.errors import EngineUnavailableError, PackageError
+from mmedge.runtime.accelerators import FileContext, file_options
 from mmedge.runtime.engines.base import open_session
 from mmedge.runtime.package import Package
 from mmedge.runtime.runner import ComponentRunner
@@ -57,8 +58,10 @@ def load_runners(package: Package, *, engine: str | None = None, device: str | N
     """Load every component of ``package`` on the first workable choice of the device plan.
 
     ``options`` are merged over the planner's options for the chosen engine (e.g. a user's
-    ``INFERENCE_PRECISION_HINT`` or ``num_threads``). ``verify`` checks the sha256 of a choice's files before
-    loading them; a damaged file is a ``ChecksumError``, never a silent fallback to another variant.
+    ``INFERENCE_PRECISION_HINT``, ``num_threads``, ``cache_dir`` or ``dla``); accelerator routes then get
+    per-file options (``runtime.accelerators``: TensorRT shape profiles and caches, NPU static shapes and cache).
+    ``verify`` checks the sha256 of a choice's files before loading them; a damaged file is a ``ChecksumError``,
+    never a silent fallback to another variant.
     """
     target = device if device is not None else detect()  # a DetectedDevice carries cores and the CPU's int8 ISA
     device_name = device or target.profile
@@ -82,8 +85,11 @@ def load_runners(package: Package, *, engine: str | None = None, device: str | N
                 if artifact is None:
                     raise PackageError(f"component '{name}' has no {choice.format}/{choice.variant} artifact")
                 component_options = _component_options(choice.engine, artifact, merged)
+                context = FileContext.of(package, name, target if isinstance(target, DetectedDevice) else None)
                 sessions = {sig.file: open_session(choice.engine, package.file_path(sig.file),
-                                                   precision=artifact.precision, options=component_options)
+                                                   precision=artifact.precision,
+                                                   options=file_options(choice.engine, component_options, artifact,
+                                                                        sig, context))
                             for sig in artifact.signatures.values()}
                 runners[name] = ComponentRunner(name, artifact, sessions)
         except (EngineUnavailableError, PackageError) as e:

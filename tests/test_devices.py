@@ -280,3 +280,16 @@ def test_plan_to_dict_is_json() -> None:
     d = json.loads(json.dumps(p.to_dict()))
     assert d["device"] == "jetson-orin" and d["choices"] == [] and d["skipped"] and d["fixes"]
     assert any(s[0] == "openvino/fp32" for s in d["unused"])
+
+
+def test_jetson_tensorrt_route_takes_qdq_int8_last_and_npu_routes_carry_hints() -> None:
+    p = plan(arts("onnx:fp16", "onnx:fp32", "onnx:int8"), "jetson-orin", available=ALL, cores=6)
+    trt = [c for c in p.choices if c.options["providers"][0] == "TensorrtExecutionProvider"]
+    assert [c.precision for c in trt] == ["fp16", "fp32", "int8"]
+    assert trt[0].options["provider_options"]["TensorrtExecutionProvider"]["trt_engine_cache_enable"] is True
+    assert trt[0].options["dla"] is False
+    cuda = [c for c in p.choices if c.options["providers"][0] == "CUDAExecutionProvider"]
+    assert "int8" not in {c.precision for c in cuda}
+    npu = plan(arts("openvino:fp16-static"), "intel-npu", available=ALL)
+    assert npu.choices[0].options == {"device": "NPU", "PERFORMANCE_HINT": "LATENCY"}
+    assert profile("jetson-orin").notes and "Jetson Zoo" in profile("jetson-orin").notes

@@ -102,3 +102,34 @@ def test_bad_input_is_a_typed_error_naming_the_fix(clip_package, tmp_path):
         load_profile(bogus)
     assert main(["profile", str(clip_package), "--engine", "tensorrt"]) == 2
     assert main(["report", str(bogus), "--html", str(tmp_path / "r.html")]) == 5
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def test_report_renders_in_headless_chromium(clip_profile, tmp_path):
+    """The page is opened by a real browser engine (Debian's chromium, installed by .ci/run): the DOM it builds has
+    the plots' marks, and the screenshot is not blank — a page a browser could not lay out would fail here."""
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("apt-get install chromium (done by .ci/run)")
+    html = tmp_path / "report.html"
+    assert main(["report", str(write_profile(clip_profile, tmp_path / "p.json")), "--html", str(html)]) == 0
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             f"--user-data-dir={tmp_path / 'chrome'}"]
+    dom = subprocess.run([*flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<svg") >= 2, "latency and Pareto plots"
+    assert dom.count("<rect") + dom.count("<circle") + dom.count("<line") > 20, "plots carry their marks"
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,2400", html.as_uri()], capture_output=True,
+                   timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert (pixels < 200).mean() > 0.01, "the rendered page has text and plots on it"

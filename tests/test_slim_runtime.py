@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,17 @@ def test_rooms_install_under_the_mmedge_namespace_only(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_every_subpackage_is_listed_for_installation():
+    """setuptools installs only the packages pyproject.toml lists: a new room subfolder left out works in the
+    editable checkout and is missing from a wheel (the emulated-Pi tier installs one)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = {f"{name}.{'.'.join(init.parent.relative_to(root / folder).parts)}".rstrip(".")
+             for name, folder in config["package-dir"].items()
+             for init in (root / folder).rglob("__init__.py") if "__pycache__" not in init.parts}
+    assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"

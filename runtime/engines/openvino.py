@@ -1,17 +1,74 @@
 """OpenVINO engine. The inference precision is a user-visible choice (``INFERENCE_PRECISION_HINT``):
 OpenVINO's CPU plugin defaults to bf16 on CPUs with AVX512-BF16, which breaks parity with the other
-engines, so mmedge defaults to f32 unless the plan or the user asks otherwise."""
+engines, so mmedge defaults to f32 unless the plan or the user asks otherwise.
+
+The NPU compiles fixed shapes only: its files must be static in the manifest (a dynamic one is refused, naming
+``--static``), and an IR whose inputs are still dynamic is reshaped to the manifest's static contract before
+compiling. A missing NPU driver and an NPU compile error are told apart in the message, since the fixes differ
+(install the driver / re-export or report the op); both raise ``EngineUnavailableError`` so the loader falls
+back to the plan's next route and records why.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from mmedge.devices.detect import intel_npu_node
 from mmedge.errors import EngineUnavailableError, InputError, PackageError
 from mmedge.runtime.engines.base import EngineSession, engine_message, missing_engine
 
 DEFAULT_PRECISION_HINT = "f32"
+#: where this machine's /dev/accel is looked for (tests point it at a fake root).
+DEVICE_ROOT = "/"
+
+
+def _unavailable(device: str, available: list[str]) -> EngineUnavailableError:
+    have = ", ".join(available) or "none"
+    if device.split(".")[0] == "NPU":
+        node, _ = intel_npu_node(DEVICE_ROOT)
+        if node:
+            why = (f"the NPU is not in OpenVINO's devices ({have}) although /{node} exists: the driver's user-space "
+                   "part (level-zero, NPU compiler) is missing or older than this OpenVINO; update the Intel NPU "
+                   "driver (linux-npu-driver)")
+        else:
+            why = (f"no /dev/accel node and OpenVINO lists no NPU ({have}): install the Intel NPU driver "
+                   "(linux-npu-driver) and add your user to the 'render' group")
+        return EngineUnavailableError(why)
+    return EngineUnavailableError(f"OpenVINO device '{device}' is not available here (available: {have}); "
+                                  "install its driver or run on CPU")
+
+
+def _static_contract(path: Path, shapes: dict[str, list]) -> dict[str, list[int]]:
+    """The manifest's input shapes for an NPU file; a dynamic one is an error naming the re-export."""
+    dynamic = {name: shape for name, shape in shapes.items() if any(isinstance(d, str) for d in shape)}
+    if dynamic:
+        named = ", ".join(f"{n} {s}" for n, s in dynamic.items())
+        raise EngineUnavailableError(f"the NPU compiles static shapes only and {path.name} has dynamic inputs "
+                                     f"({named}): re-export with `mmedge export MODEL OUT --static` and run its "
+                                     "-static variant")
+    return shapes
+
+
+def _reshape_to(model: Any, path: Path, shapes: dict[str, list[int]]) -> bool:
+    """Give dynamic IR inputs the manifest's static shapes; True when a reshape was needed."""
+    new = {}
+    for port in model.inputs:
+        name = port.get_any_name()
+        expected = shapes.get(name)
+        if expected is None:
+            raise PackageError(f"{path.name} has input '{name}' that the manifest does not list; re-export the package")
+        partial = port.get_partial_shape()
+        if partial.is_dynamic:
+            new[name] = expected
+        elif [int(d) for d in partial.to_shape()] != expected:
+            raise PackageError(f"{path.name} input '{name}' is {list(partial.to_shape())}, the manifest says "
+                               f"{expected}; re-export the package")
+    if new:
+        model.reshape(new)
+    return bool(new)
 
 
 class OpenVinoSession(EngineSession):
@@ -24,27 +81,30 @@ class OpenVinoSession(EngineSession):
             raise missing_engine("openvino", "openvino") from None
         self._ov = ov
         device = str(options.get("device", "CPU"))
+        npu = device.split(".")[0] == "NPU"
         config = {k: str(v) for k, v in options.items() if k.isupper()}
         if device.startswith("CPU") or device.startswith("GPU"):
             config.setdefault("INFERENCE_PRECISION_HINT", DEFAULT_PRECISION_HINT)
+        shapes = _static_contract(path, options.get("input_shapes") or {}) if npu else {}
         core = ov.Core()
-        if device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices} and device != "AUTO":
-            raise EngineUnavailableError(f"OpenVINO device '{device}' is not available here "
-                                         f"(available: {', '.join(core.available_devices)}); install its driver "
-                                         "or run on CPU")
+        available = list(core.available_devices)
+        if device.split(".")[0] not in {d.split(".")[0] for d in available} and device != "AUTO":
+            raise _unavailable(device, available)
         try:
             model = core.read_model(str(path))
         except Exception as e:
             raise PackageError(f"OpenVINO cannot read {path}: {engine_message(e)}; "
                                "the IR (.xml/.bin) is damaged: re-export the package") from None
+        self._reshaped = _reshape_to(model, path, shapes) if shapes else False
         try:
             self._compiled = core.compile_model(model, device, config)
         except Exception as e:
-            raise EngineUnavailableError(f"OpenVINO could not compile {path.name} for {device}: "
-                                         f"{engine_message(e)}") from None
+            what = f"the NPU compiler rejected {path.name}" if npu else f"OpenVINO could not compile {path.name} for {device}"
+            raise EngineUnavailableError(f"{what}: {engine_message(e)}") from None
         self._request = self._compiled.create_infer_request()
         self._outputs = [(o, o.get_any_name()) for o in self._compiled.outputs]
         self._device, self._config = device, config
+        self._fallbacks = list(options.get("fallbacks", ()))
 
     def run(self, feeds: dict[str, np.ndarray], key: str = "") -> dict[str, np.ndarray]:
         try:
@@ -63,7 +123,8 @@ class OpenVinoSession(EngineSession):
         except Exception:
             executed = [self._device]
         return {"engine": self.engine, "version": self._ov.get_version(), "device": self._device,
-                "execution_devices": executed, "options": dict(self._config), "fallbacks": []}
+                "execution_devices": executed, "options": dict(self._config), "reshaped_to_manifest": self._reshaped,
+                "fallbacks": list(self._fallbacks)}
 
 
 def load(path: Path, *, precision: str, options: dict) -> OpenVinoSession:
