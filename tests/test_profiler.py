@@ -133,3 +133,16 @@ def test_report_renders_in_headless_chromium(clip_profile, tmp_path):
                    timeout=120, check=True)
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert (pixels < 200).mean() > 0.01, "the rendered page has text and plots on it"
+
+
+def test_speech_recognition_profile_on_real_whisper(whisper_package):
+    """The ASR workload (bundled speech clip), a decoder-clock generation probe and the WER accuracy path, on the
+    real Whisper tiny.en package: the static variant transcribes exactly like onnxruntime fp32."""
+    result = profile(whisper_package, engines=["onnxruntime"], variants=["fp32-static"], runs=2, warmup=0,
+                     operator_calls=1, progress=False)["results"][0]
+    gen, acc, ops = result["generation"], result["accuracy"], result["operators"]
+    assert gen["new_tokens"] > 1 and gen["time_to_first_token_ms"] > 0 and gen["tokens_per_s"] > 0
+    assert acc["available"] and acc["metric"] == "wer" and acc["value"] == 0.0
+    assert ops["available"] and ops["total_op_ms_per_call"] > 0
+    assert {c: o["options"].get("prepack_weights", True) for c, o in result["ran"]["components"].items()} == \
+        {"encoder": True, "decoder": False}
