@@ -386,3 +386,17 @@ def test_detect_intel_npu_from_accel_node_or_openvino_devices(tmp_path) -> None:
     assert from_ov.profile == "intel-npu" and "NPU" in from_ov.evidence["openvino"]
     _write(tmp_path, "dev/accel/accel0", "")
     assert detect(tmp_path).profile == "intel-npu"
+
+
+def test_litert_reports_whether_xnnpack_really_ran(clip_package, monkeypatch):
+    """The delegate in ``ran`` is what LiteRT applied (delegate nodes counted), not the option that asked for it;
+    a skipped XNNPACK (LiteRT's CPU check failed, as under emulation without a CPU topology) is a fallback."""
+    from mmedge import runtime
+    from mmedge.runtime.engines import litert
+
+    info = runtime.load(clip_package, engine="litert").ran.to_dict()["components"]["vision"]
+    assert info["delegate"] == "xnnpack" and info["delegated_nodes"] >= 1 and info["fallbacks"] == []
+    monkeypatch.setattr(litert, "_delegated_nodes", lambda interpreter: 0)
+    ran = runtime.load(clip_package, engine="litert").ran.to_dict()
+    assert ran["components"]["vision"]["delegate"] == "none"
+    assert any(f["what"] == "xnnpack" and "reference kernels" in f["why"] for f in ran["fallbacks"])

@@ -37,6 +37,17 @@ def _interpreter_class(precision: str) -> tuple[type, str, list[dict]]:
     return Interpreter, "tflite-runtime", [{"what": "ai-edge-litert", "why": "not installed; using tflite-runtime"}]
 
 
+def _delegated_nodes(interpreter) -> int | None:
+    """How many nodes a delegate really took (XNNPACK by default). LiteRT applies its default delegate only when
+    tensors are first allocated and skips it silently when its CPU check fails (seen under emulation without a
+    CPU topology), so the requested option alone says nothing. None when this interpreter cannot tell."""
+    interpreter.allocate_tensors()
+    details = getattr(interpreter, "_get_ops_details", None)  # the only op listing the Python API offers
+    if details is None:
+        return None
+    return sum(op.get("op_name") == "DELEGATE" for op in details())
+
+
 class LiteRtSession(EngineSession):
     engine = "litert"
 
@@ -45,6 +56,7 @@ class LiteRtSession(EngineSession):
         threads = int(options.get("num_threads") or os.cpu_count() or 1)
         try:
             self._interpreter = interpreter_cls(model_path=str(path), num_threads=threads)
+            delegated = _delegated_nodes(self._interpreter)  # before any runner holds tensors (it reallocates)
             # One runner per signature, made up front: a multi-signature file (a static decoder's decode and
             # prefill buckets) shares its weights between them.
             self._runners = {key: self._interpreter.get_signature_runner(key)
@@ -52,8 +64,13 @@ class LiteRtSession(EngineSession):
         except (ValueError, RuntimeError) as e:
             raise PackageError(f"LiteRT cannot load {path}: {engine_message(e)}; "
                                "the file is damaged or not a .tflite model: re-export the package") from None
+        requested = options.get("delegate", "xnnpack")
+        if requested == "xnnpack" and delegated == 0:
+            fallbacks = [*fallbacks, {"what": "xnnpack", "why": "LiteRT did not apply the XNNPACK delegate (CPU not "
+                                                                "recognised); running the reference kernels"}]
+        applied = requested if delegated is None or delegated else "none"  # None: this interpreter cannot tell
         self._info = {"engine": self.engine, "version": runtime_name, "num_threads": threads,
-                      "delegate": options.get("delegate", "xnnpack"),
+                      "delegate": applied, "delegated_nodes": delegated,
                       "options": dict(options), "fallbacks": fallbacks}
 
     def run(self, feeds: dict[str, np.ndarray], key: str = "") -> dict[str, np.ndarray]:
