@@ -96,3 +96,21 @@ def test_whisper_decoder_weights_are_stored_once_and_read_in_place(whisper_packa
     assert prepacks() == (True, variant == "fp32")
     assert prepacks(lean_memory=True) == (False, False)
     assert prepacks(prepack_weights=True) == (True, True)  # the user's word wins
+
+
+def test_every_matmul_of_a_transposed_weight_is_rewritten_even_unnamed(tmp_path):
+    model = onnx.load(str(_tied_lm(tmp_path / "g.onnx", 0)))
+    for node in model.graph.node:
+        node.name = ""  # exporters may leave names empty: the new nodes' names must still be unique
+    model.graph.node.append(helper.make_node("MatMul", ["hidden", "head_t"], ["raw_logits"]))
+    model.graph.output.append(helper.make_tensor_value_info("raw_logits", TensorProto.FLOAT, ["B", "T", VOCAB]))
+    ids = np.array([[3, 4]], np.int64)
+    path = tmp_path / "two.onnx"
+    onnx.save(model, str(path))
+    before = ort.InferenceSession(str(path)).run(None, {"ids": ids})
+    assert untie_transposed(model) == 1
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node].count("Gemm") == 2
+    onnx.save(model, str(path))
+    for got, expected in zip(ort.InferenceSession(str(path)).run(None, {"ids": ids}), before):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

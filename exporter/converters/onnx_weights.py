@@ -57,8 +57,8 @@ def untie_transposed(model) -> int:
         if not matmuls or any(n.op_type != "MatMul" or n.input[1] != transpose.output[0] for n in matmuls):
             continue
         rows, width = init.dims
-        for matmul in matmuls:
-            p, x = matmul.name or f"{init.name}_matmul_{rewritten}", matmul.input[0]
+        for k, matmul in enumerate(matmuls):
+            p, x = f"{matmul.name or init.name + '_matmul'}__{k}", matmul.input[0]  # unique even when unnamed
             for name, value in ((f"{p}__2d", [-1, width]), (f"{p}__rows", [rows]), (f"{p}__zero", [0]),
                                 (f"{p}__last", [-1])):
                 graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), name))
