@@ -64,6 +64,8 @@ def _describe_ran(ran: dict) -> str:
         parts.append("devices " + ",".join(first["execution_devices"]))
     if first.get("num_threads"):
         parts.append(f"{first['version']}, {first['num_threads']} threads")
+    if first.get("delegated_nodes") is not None:  # LiteRT: what the delegate really took over
+        parts.append(f"delegate {first['delegate']} ({first['delegated_nodes']} nodes)")
     text = "ran: " + " · ".join(parts)
     for f in ran["fallbacks"]:
         text += f"\nfallback: {f.get('component', '') + ': ' if f.get('component') else ''}{f['what']}: {f['why']}"

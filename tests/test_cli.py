@@ -4,6 +4,7 @@ and the typed errors with their exit codes (no tracebacks)."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -56,6 +57,9 @@ def test_run_modes_human_output(clip_package, photos, capsys):
                  "--image", str(photos / "rocket.jpg"), "--labels", "a rocket,a cat"]) == 0
     out = capsys.readouterr().out
     assert "a rocket" in out and "ran: engine openvino" in out and "openvino/fp32" in out
+    assert main(["run", str(clip_package), "--engine", "litert", "--image", str(photos / "rocket.jpg"),
+                 "--labels", "a rocket,a cat"]) == 0
+    assert re.search(r"ran: engine litert .* delegate xnnpack \([1-9]\d* nodes\)", capsys.readouterr().out)
     assert main(["run", str(clip_package), "--device", "x86-cpu", "--images", str(photos), "--query", "coffee",
                  "--top-k", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
