@@ -82,3 +82,18 @@ def whisper_package(whisper_tiny_en_dir, tmp_path_factory) -> Path:
     from mmedge.exporter.export import export
 
     return export(whisper_tiny_en_dir, tmp_path_factory.mktemp("whisper") / "tiny-en", static=True)
+
+
+@pytest.fixture(scope="session")
+def profile_static():
+    """Profile a package's onnxruntime ``fp32-static`` variant briefly (2 timed runs, 1 operator-profiled call)
+    against the onnxruntime ``fp32`` reference: each family test module checks its own workload with it."""
+    from mmedge.runtime.profiling import profile
+
+    def run(package: Path) -> dict:
+        result = profile(package, engines=["onnxruntime"], variants=["fp32-static"], runs=2, warmup=0,
+                         operator_calls=1, progress=False)["results"][0]
+        assert result["latency_ms"]["runs"] == 2 and result["operators"]["available"]
+        assert result["accuracy"]["available"] and result["accuracy"]["reference"] == "onnxruntime/fp32"
+        return result
+    return run

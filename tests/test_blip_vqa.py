@@ -231,3 +231,9 @@ print(pipe.answer({chelsea!r}, {QUESTIONS[1]!r}, max_new_tokens=5).tokens)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == str(expected)
+
+
+def test_profiler_workload(package, profile_static):
+    result = profile_static(package)
+    assert result["generation"]["new_tokens"] >= 1 and result["generation"]["time_to_first_token_ms"] > 0
+    assert result["accuracy"]["metric"] == "token_agreement" and result["accuracy"]["value"] == 1.0

@@ -261,3 +261,10 @@ def test_cli_caption(packages, tmp_path, capsys):
                  "--max-new-tokens", "4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["task"] == "image-to-text" and 0 < len(out["tokens"]) <= 4
+
+
+def test_profiler_workload(packages, profile_static):
+    """``mmedge profile`` captions with the decoder clock and compares tokens with onnxruntime fp32."""
+    result = profile_static(packages["blip"])
+    assert result["generation"]["new_tokens"] >= 1 and result["generation"]["source"] == "decoder calls"
+    assert result["accuracy"]["metric"] == "token_agreement" and result["accuracy"]["value"] == 1.0

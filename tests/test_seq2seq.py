@@ -280,3 +280,9 @@ def test_cli_prompt(packages, capsys):
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["task"] == "text2text-generation" and 0 < len(out["tokens"]) <= 4
+
+
+def test_profiler_workload(packages, profile_static):
+    result = profile_static(packages["t5"])
+    assert result["generation"]["new_tokens"] >= 1 and result["generation"]["tokens_per_s"] > 0
+    assert result["accuracy"]["metric"] == "token_agreement" and result["accuracy"]["value"] == 1.0

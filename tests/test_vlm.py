@@ -97,3 +97,9 @@ def test_bad_inputs(llava, tmp_path):
         pipe.answer(bad, QUESTION)
     with pytest.raises(InputError, match="empty"):
         pipe.chat(np.zeros((8, 8, 3), np.uint8)).send("  ")
+
+
+def test_profiler_workload(llava, profile_static):
+    result = profile_static(llava[1])
+    assert result["generation"]["new_tokens"] >= 1 and result["generation"]["source"] == "pipeline timings"
+    assert result["accuracy"]["metric"] == "token_agreement" and result["accuracy"]["value"] == 1.0

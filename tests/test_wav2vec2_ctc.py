@@ -321,3 +321,17 @@ def test_tiny_model_is_deterministic(tiny_dir, tmp_path):
     again = write_tiny_wav2vec2(tmp_path / "again")
     for name in ("model.safetensors", "vocab.json", "preprocessor_config.json", "tokenizer_config.json"):
         assert (again / name).read_bytes() == (tiny_dir / name).read_bytes(), name
+
+
+def test_profiler_workload(package, profile_static):
+    result = profile_static(package)
+    assert result["generation"] is None  # CTC decodes in one pass: no tokens/s to report
+    # fixed windows (static) see less context than the whole clip (dynamic), so the transcripts may differ: the
+    # profile reports by how much; here it must be the WER of the two transcripts of the same input
+    from mmedge.runtime.profiling.accuracy import word_error_rate
+    from mmedge.runtime.profiling.workloads import speech_input
+
+    audio, _ = speech_input()
+    static, dynamic = (load(package, "onnxruntime", v).transcribe(audio).text for v in ("fp32-static", "fp32"))
+    assert result["accuracy"]["metric"] == "wer"
+    assert result["accuracy"]["value"] == pytest.approx(word_error_rate(static, dynamic))
