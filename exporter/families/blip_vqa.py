@@ -34,9 +34,9 @@ from transformers.cache_utils import EncoderDecoderCache
 
 from mmedge.exporter.families.base import ComponentSpec, FamilySpec, LoadedFamily, TensorDecl, tokenizer_json
 from mmedge.exporter.families.captioning import TOKENIZER_FILE, VisionEncoderWithCross, load_blip
-from mmedge.exporter.families.decoder_cache import (CrossDecoderWithCache, _fill_cache, _new_entries, cache_io,
-                                                    cache_sample, cross_cache, cross_decls, cross_outputs,
-                                                    cross_sample, static_signatures)
+from mmedge.exporter.families.decoder_cache import (CrossDecoderWithCache, cache_io, cache_sample, cross_cache,
+                                                    cross_decls, cross_outputs, cross_sample, fill_cache,
+                                                    new_entries, static_signatures)
 
 ARCHITECTURE = "BlipForQuestionAnswering"
 #: The static question length of real checkpoints: a VQA question is one short sentence, and 32 WordPiece tokens
@@ -108,7 +108,7 @@ class MaskedCrossDecoderWithCache(CrossDecoderWithCache):
                 past_keys: torch.Tensor, past_values: torch.Tensor, encoder_attention_mask: torch.Tensor,
                 *cross: torch.Tensor) -> dict[str, torch.Tensor]:
         layers = self.num_layers
-        cache = EncoderDecoderCache(_fill_cache(past_keys, past_values, layers), cross_cache(cross, layers))
+        cache = EncoderDecoderCache(fill_cache(past_keys, past_values, layers), cross_cache(cross, layers))
         # The one-position marker only makes each layer run cross-attention (keys/values come from the cache);
         # the [B, Q] mask broadcasts over the cached question positions.
         out = self.decoder(input_ids=input_ids.long(), attention_mask=attention_mask.long(),
@@ -116,7 +116,7 @@ class MaskedCrossDecoderWithCache(CrossDecoderWithCache):
                            encoder_hidden_states=past_keys.new_zeros(input_ids.shape[0], 1, self.marker_width),
                            encoder_attention_mask=encoder_attention_mask.long(), past_key_values=cache,
                            use_cache=True, return_dict=True)
-        new_keys, new_values = _new_entries(out.past_key_values.self_attention_cache, layers, input_ids.shape[1])
+        new_keys, new_values = new_entries(out.past_key_values.self_attention_cache, layers, input_ids.shape[1])
         return {"logits": out.logits, "new_keys": new_keys, "new_values": new_values}
 
 

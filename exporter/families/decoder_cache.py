@@ -35,14 +35,14 @@ from mmedge.exporter.families.base import TensorDecl
 CACHE_DIMS = ("layers", "batch", "kv_heads", "past_sequence", "head_dim")
 
 
-def _fill_cache(past_keys: torch.Tensor, past_values: torch.Tensor, num_layers: int) -> DynamicCache:
+def fill_cache(past_keys: torch.Tensor, past_values: torch.Tensor, num_layers: int) -> DynamicCache:
     cache = DynamicCache()
     for layer in range(num_layers):
         cache.update(past_keys[layer], past_values[layer], layer)
     return cache
 
 
-def _new_entries(cache, num_layers: int, new: int) -> tuple[torch.Tensor, torch.Tensor]:
+def new_entries(cache, num_layers: int, new: int) -> tuple[torch.Tensor, torch.Tensor]:
     layers = cache.layers
     return (torch.stack([layers[i].keys[:, :, -new:] for i in range(num_layers)]),
             torch.stack([layers[i].values[:, :, -new:] for i in range(num_layers)]))
@@ -61,8 +61,8 @@ class EmbedsDecoderWithCache(torch.nn.Module):
                 past_keys: torch.Tensor, past_values: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.language_model(inputs_embeds=inputs_embeds, position_ids=position_ids.long(),
                                   attention_mask=attention_mask.long(),
-                                  past_key_values=_fill_cache(past_keys, past_values, self.num_layers), use_cache=True)
-        keys, values = _new_entries(out.past_key_values, self.num_layers, inputs_embeds.shape[1])
+                                  past_key_values=fill_cache(past_keys, past_values, self.num_layers), use_cache=True)
+        keys, values = new_entries(out.past_key_values, self.num_layers, inputs_embeds.shape[1])
         return {"logits": self.lm_head(out.last_hidden_state), "new_keys": keys, "new_values": values}
 
 
@@ -77,8 +77,8 @@ class DecoderWithCache(torch.nn.Module):
                 past_keys: torch.Tensor, past_values: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.model(input_ids=input_ids.long(), position_ids=position_ids.long(),
                          attention_mask=attention_mask.long(),
-                         past_key_values=_fill_cache(past_keys, past_values, self.num_layers), use_cache=True)
-        keys, values = _new_entries(out.past_key_values, self.num_layers, input_ids.shape[1])
+                         past_key_values=fill_cache(past_keys, past_values, self.num_layers), use_cache=True)
+        keys, values = new_entries(out.past_key_values, self.num_layers, input_ids.shape[1])
         return {"logits": out.logits, "new_keys": keys, "new_values": values}
 
 
@@ -143,7 +143,7 @@ class CrossDecoderWithCache(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
                 past_keys: torch.Tensor, past_values: torch.Tensor, *cross: torch.Tensor) -> dict[str, torch.Tensor]:
-        cache = EncoderDecoderCache(_fill_cache(past_keys, past_values, self.num_layers),
+        cache = EncoderDecoderCache(fill_cache(past_keys, past_values, self.num_layers),
                                     cross_cache(cross, self.num_layers))  # cross entries present: computed
         # A stand-in for the encoder states: it only tells each layer to run cross-attention, whose keys and
         # values then come from the cache (transformers' attention reuses an updated cross cache). Its one
@@ -152,7 +152,7 @@ class CrossDecoderWithCache(torch.nn.Module):
         out = self.decoder(input_ids=input_ids.long(), attention_mask=attention_mask.long(),
                            position_ids=position_ids.long(), encoder_hidden_states=marker,
                            past_key_values=cache, use_cache=True, return_dict=True)
-        keys, values = _new_entries(out.past_key_values.self_attention_cache, self.num_layers, input_ids.shape[1])
+        keys, values = new_entries(out.past_key_values.self_attention_cache, self.num_layers, input_ids.shape[1])
         logits = self.head(out.last_hidden_state) if self.head is not None else out.logits
         return {"logits": logits, "new_keys": keys, "new_values": values}
 

@@ -44,13 +44,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.cache_utils import EncoderDecoderCache
 
 from mmedge.errors import ExportError
 from mmedge.exporter.families.base import (ComponentSpec, FamilySpec, LoadedFamily, TensorDecl, model_generation_config,
                                            tokenizer_json)
 from mmedge.exporter.families.decoder_cache import (cache_io, cache_sample, cross_cache, cross_decls, cross_outputs,
-                                                   cross_sample, eager_cross_attention, static_signatures)
+                                                   cross_sample, eager_cross_attention, fill_cache, new_entries,
+                                                   static_signatures)
 
 #: Decoder prompts are one start token (two or three with forced language tokens): one small prefill bucket.
 PROMPT_BUCKETS = (4,)
@@ -192,11 +193,9 @@ class Seq2SeqDecoderWithCache(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
                 past_keys: torch.Tensor, past_values: torch.Tensor, encoder_attention_mask: torch.Tensor,
                 *cross: torch.Tensor) -> dict[str, torch.Tensor]:
-        self_cache = DynamicCache()
-        for layer in range(self.num_layers):
-            self_cache.update(past_keys[layer], past_values[layer], layer)
         # cross entries present -> marked as computed
-        cache = EncoderDecoderCache(self_cache, cross_cache(cross, self.num_layers))
+        cache = EncoderDecoderCache(fill_cache(past_keys, past_values, self.num_layers),
+                                    cross_cache(cross, self.num_layers))
         new = input_ids.shape[1]
         mask = layout_mask(attention_mask, past_keys.shape[3], new, past_keys.dtype)
         # A stand-in for the encoder states: it only makes each layer run cross-attention, whose keys and values
@@ -205,9 +204,7 @@ class Seq2SeqDecoderWithCache(torch.nn.Module):
         out = self.model(encoder_outputs=(marker,), attention_mask=encoder_attention_mask.long(),
                          decoder_input_ids=input_ids.long(), decoder_attention_mask=mask, past_key_values=cache,
                          use_cache=True, cache_position=position_ids[0].long())
-        layers = out.past_key_values.self_attention_cache.layers
-        keys = torch.stack([layers[i].keys[:, :, -new:] for i in range(self.num_layers)])
-        values = torch.stack([layers[i].values[:, :, -new:] for i in range(self.num_layers)])
+        keys, values = new_entries(out.past_key_values.self_attention_cache, self.num_layers, new)
         return {"logits": out.logits, "new_keys": keys, "new_values": values}
 
 
