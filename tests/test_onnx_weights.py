@@ -114,3 +114,15 @@ def test_every_matmul_of_a_transposed_weight_is_rewritten_even_unnamed(tmp_path)
     onnx.save(model, str(path))
     for got, expected in zip(ort.InferenceSession(str(path)).run(None, {"ids": ids}), before):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sharing_again_keeps_the_weights(tmp_path):
+    """Graphs that already point at the data file can be shared again (the old file is read before it is replaced)."""
+    paths = [_tied_lm(tmp_path / f"g{seed}.onnx", seed) for seed in (0, 1)]
+    ids = np.array([[2, 9]], np.int64)
+    share_weights(paths, tmp_path / DATA_FILE)
+    before = [_run(p, ids) for p in paths]
+    share_weights(paths, tmp_path / DATA_FILE)
+    assert not list(tmp_path.glob("*.partial"))
+    for path, expected in zip(paths, before):
+        np.testing.assert_array_equal(_run(path, ids), expected)

@@ -86,7 +86,9 @@ def share_weights(paths: list[Path], data_file: Path) -> Path | None:
 
     offsets: dict[bytes, int] = {}
     old_files: set[Path] = set()
-    with open(data_file, "wb") as data:
+    # Written under another name and renamed at the end: the graphs may still point at a file of that name.
+    partial = data_file.with_name(data_file.name + ".partial")
+    with open(partial, "wb") as data:
         for path in paths:
             model = onnx.load(str(path), load_external_data=False)
             old_files.update(path.parent / e.value for t in model.graph.initializer for e in t.external_data
@@ -99,7 +101,9 @@ def share_weights(paths: list[Path], data_file: Path) -> Path | None:
                 raw = init.raw_data
                 if len(raw) < MIN_BYTES:
                     continue
-                key = hashlib.sha256(init.data_type.to_bytes(4, "little") + str(list(init.dims)).encode() + raw).digest()
+                digest = hashlib.sha256(f"{init.data_type}:{list(init.dims)}:".encode())
+                digest.update(raw)  # not concatenated: a large table would be copied once more
+                key = digest.digest()
                 if key not in offsets:
                     data.write(b"\0" * (-data.tell() % ALIGN))
                     offsets[key] = data.tell()
@@ -114,6 +118,7 @@ def share_weights(paths: list[Path], data_file: Path) -> Path | None:
     for old in old_files - {data_file}:
         old.unlink(missing_ok=True)
     if not offsets:
-        data_file.unlink()
+        partial.unlink()
         return None
+    partial.replace(data_file)
     return data_file
