@@ -349,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="sampling seed")
     p.add_argument("--greedy", action="store_true", help="force greedy decoding")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
+    p.add_argument("--out", help="output file: the image (text-to-image, super-resolution) or WAV (text-to-speech)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("info", help="summarise a package; --verify checks every checksum")
