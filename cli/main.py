@@ -236,18 +236,29 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from mmedge.devices import describe
+    from mmedge.devices.profiles import THREAD_OPTIONS
 
-    info = describe(args.root)
+    info = describe(args.root, profile_name=args.profile)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     det = info["detected"]
-    print(f"detected: {det['profile']} (cores {det.get('cores')}, arch {det.get('arch')})")
+    print(f"detected: {det['profile']} (cores {det.get('cores')}, arch {det.get('arch')}, "
+          f"int8 dot product {'yes' if det.get('has_int8_dot') else 'no'})")
     for key, value in det.get("evidence", {}).items():
         print(f"  evidence {key}: {value}")
     for note in det.get("notes", []):
         print(f"  note: {note}")
     print("engines: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["engines"].items()))
+    print(f"routes of {info['profile']['name']} (tried in this order; a failure falls back to the next, reported):")
+    for r in info["routes"]:
+        opts = " ".join(f"{k}={'all cores' if v is None and k in THREAD_OPTIONS else json.dumps(v, separators=(',', ':'))}"
+                        for k, v in r["options"].items())
+        print(f"  {r['rank']}. {r['engine']}[{r['target']}] via {r['accelerator']}"
+              + (" (static shapes only)" if r["static_only"] else "")
+              + f": precisions {'>'.join(r['precisions'])}"
+              + ("" if r["installed"] else f"; engine not installed: {r['fix']}"))
+        print(f"     options {opts}")
     print("profiles:")
     for p in info["profiles"]:
         routes = " -> ".join(f"{r['engine']}[{r['target']}]" for r in p["preferred"])
@@ -360,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="device profiles and the detected device")
     p.add_argument("--root", default="/", help="read device files under this root (testing)")
+    p.add_argument("--profile", help="show the routes of this profile (e.g. jetson-orin) instead of the detected one")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)
 

@@ -68,7 +68,7 @@ class Plan:
                 "unused": [list(s) for s in self.unused]}
 
 
-def _precisions(route: Route, prof: DeviceProfile) -> list[str]:
+def precision_order(route: Route, prof: DeviceProfile) -> list[str]:
     """The route's precision order, with int8 first on CPU routes of CPUs that have int8 dot product."""
     order = list(route.precisions)
     if route.target == "cpu" and prof.has_int8_dot and "int8" in order:
@@ -77,10 +77,12 @@ def _precisions(route: Route, prof: DeviceProfile) -> list[str]:
     return order
 
 
-def _options(route: Route, cores: int) -> dict[str, Any]:
+def route_options(route: Route, cores: int | None) -> dict[str, Any]:
+    """The route's engine options with unset thread counts set to ``cores`` (left unset when ``cores`` is None:
+    the device is not this machine, so its core count is unknown)."""
     options = thaw(route.options)
     for key in THREAD_OPTIONS:
-        if key in options and options[key] is None:
+        if cores is not None and key in options and options[key] is None:
             options[key] = cores
     return options
 
@@ -128,7 +130,7 @@ def plan(artifacts: Sequence[ArtifactRef], device: DeviceProfile | DetectedDevic
     used: set[int] = set()
 
     for route in routes:
-        for rank, precision in enumerate(_precisions(route, prof)):
+        for rank, precision in enumerate(precision_order(route, prof)):
             matching = [a for a in arts if a.format == route.format and a.precision == precision]
             # Static artifacts first where the device prefers static shapes, dynamic first elsewhere.
             for art in sorted(matching, key=lambda a: a.static != prof.static_shapes):
@@ -139,7 +141,7 @@ def plan(artifacts: Sequence[ArtifactRef], device: DeviceProfile | DetectedDevic
                                                  f"export a static variant of {art.precision} {art.format}"))
                     fixes[f"export a static-shape {route.format} variant for {route.accelerator}"] = None
                     continue
-                options, reason = _options(route, cores), _reason(prof, route, art, rank, forced)
+                options, reason = route_options(route, cores), _reason(prof, route, art, rank, forced)
                 if not avail.get(route.engine):
                     hint = f"pip install 'mmedge[{EXTRA_OF_ENGINE[route.engine]}]'"
                     if route.engine == "litert" and avail.get("tflite_runtime") and art.precision in ("fp32", "fp16"):

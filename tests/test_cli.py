@@ -86,6 +86,11 @@ def test_devices_with_a_fake_root(tmp_path, capsys):
     assert info["detected"]["profile"] == "rpi5" and info["detected"]["cores"] == 4
     assert main(["devices"]) == 0
     assert "x86-cpu" in capsys.readouterr().out
+    assert main(["devices", "--root", str(tmp_path), "--profile", "intel-npu"]) == 0
+    out = capsys.readouterr().out
+    assert "detected: rpi5 (cores 4" in out and "routes of intel-npu" in out
+    assert '1. openvino[npu] via NPU (static shapes only): precisions int8>fp16>fp32>int4' in out
+    assert 'options device="NPU" PERFORMANCE_HINT="LATENCY"' in out
 
 
 @pytest.mark.parametrize("argv, code, message", [

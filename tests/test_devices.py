@@ -182,6 +182,32 @@ def test_describe_is_json(tmp_path: Path) -> None:
     json.dumps(describe())
 
 
+@pytest.mark.parametrize("make_root, first_cpu_precision", [(rpi4_root, "fp32"), (rpi5_root, "int8")])
+def test_describe_lists_the_detected_routes_with_their_options(tmp_path: Path, make_root, first_cpu_precision) -> None:
+    out = describe(make_root(tmp_path))
+    assert [(r["rank"], r["engine"], r["accelerator"]) for r in out["routes"]] == [
+        (1, "litert", "xnnpack"), (2, "onnxruntime", "CPUExecutionProvider")]
+    assert all(r["precisions"][0] == first_cpu_precision for r in out["routes"])
+    litert, ort = out["routes"]
+    assert litert["options"]["num_threads"] == 4 and ort["options"]["intra_op_num_threads"] == 4  # the Pi's cores
+    assert ort["options"]["lean_memory"] is True
+
+
+def test_describe_shows_another_profiles_routes_without_this_machines_cores(tmp_path: Path, monkeypatch) -> None:
+    import mmedge.devices.summary as summary
+
+    monkeypatch.setattr(summary, "available_engines", lambda: {**ALL, "onnxruntime": False})
+    out = describe(rpi5_root(tmp_path), profile_name="jetson-orin")
+    assert out["detected"]["profile"] == "rpi5" and out["profile"]["name"] == "jetson-orin"
+    trt, cuda, cpu, litert = out["routes"]
+    assert trt["accelerator"] == "TensorrtExecutionProvider" and trt["precisions"] == ["fp16", "fp32", "int8"]
+    assert trt["options"]["provider_options"]["TensorrtExecutionProvider"]["trt_engine_cache_enable"] is True
+    assert cpu["options"]["intra_op_num_threads"] is None       # the Jetson's core count is not this machine's
+    assert not trt["installed"] and trt["fix"] == "pip install 'mmedge[ort]'" and litert["installed"]
+    with pytest.raises(UnknownDeviceError, match="toaster"):
+        describe(tmp_path, profile_name="toaster")
+
+
 # --------------------------------------------------------------------------------------------- planner
 
 
