@@ -300,6 +300,32 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_int8_advice(args: argparse.Namespace) -> int:
+    from mmedge.quantize.advisor import advise_int8
+
+    advice = advise_int8(args.package, device=args.device, measure=not args.no_measure, runs=args.runs,
+                         warmup=args.warmup, options=_runtime_options(args), log=_log)
+    cov = advice.coverage
+    print(f"device {advice.device}: {advice.isa.name} ({advice.isa.evidence}); int8 GEMM rule of thumb "
+          f"{advice.isa.gemm_speedup:.1f}x fp32")
+    print(f"op coverage: {cov['quantized_share']:.1%} of the call's time is in the {cov['quantized_nodes']} nodes "
+          f"dynamic int8 quantizes ({cov['conv_share']:.1%} in convolutions)")
+    print(f"predicted: {advice.predicted} ({advice.predicted_speedup:.2f}x)")
+    if advice.measured:
+        m, acc = advice.measured, advice.measured["accuracy"]
+        metric = f"{acc['metric']} {acc['value']:.4f}" if acc.get("available") else "n/a"
+        print(f"measured on {advice.measured_on}: {m['verdict']} ({m['speedup']:.2f}x: p50 {m['fp32_p50_ms']:.2f} ms "
+              f"fp32 -> {m['int8_p50_ms']:.2f} ms int8), files {m['size_ratio']:.2f}x, {metric} vs fp32; "
+              f"prediction {'confirmed' if advice.agrees else 'not confirmed'}")
+    for note in advice.notes:
+        print(f"note: {note}")
+    print(f"advice: {advice.recommendation}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(advice.to_dict(), indent=2), encoding="utf-8")
+        print(f"advice written to {args.json}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from mmedge.runtime.profiling import load_profile
     from mmedge.runtime.profiling.report import write_report
@@ -387,6 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="write the profile JSON here")
     p.add_argument("--html", metavar="OUT", help="write an HTML report of this profile here")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("int8-advice", help="predict from op coverage and the CPU's ISA whether int8 will be faster "
+                                          "on a device, then confirm by measuring a quantized copy here")
+    p.add_argument("package")
+    p.add_argument("--device", help="target device profile (default: this machine)")
+    p.add_argument("--no-measure", action="store_true", help="predict only (no quantized copy, no int8 timing)")
+    p.add_argument("--runs", type=int, default=20, help="timed task calls per variant (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed task calls before them (default 3)")
+    p.add_argument("--threads", type=int, help="engine threads (default: all cores)")
+    p.add_argument("--json", metavar="OUT", help="write the advice JSON here")
+    p.set_defaults(func=cmd_int8_advice, precision_hint=None)
 
     p = sub.add_parser("report", help="compare profile JSONs (devices, variants, engines) in one HTML page")
     p.add_argument("profiles", nargs="+", help="JSON files written by mmedge profile --json")

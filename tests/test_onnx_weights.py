@@ -111,6 +111,8 @@ def test_every_matmul_of_a_transposed_weight_is_rewritten_even_unnamed(tmp_path)
     assert untie_transposed(model) == 1
     onnx.checker.check_model(model)
     assert [n.op_type for n in model.graph.node].count("Gemm") == 2
+    new = [n.name for n in model.graph.node if n.name]  # named, uniquely, so profiles can tell them apart
+    assert len(new) == len(set(new)) == 12
     onnx.save(model, str(path))
     for got, expected in zip(ort.InferenceSession(str(path)).run(None, {"ids": ids}), before):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

@@ -58,16 +58,18 @@ def untie_transposed(model) -> int:
             continue
         rows, width = init.dims
         for k, matmul in enumerate(matmuls):
-            p, x = f"{matmul.name or init.name + '_matmul'}__{k}", matmul.input[0]  # unique even when unnamed
+            # p: unique even when the MatMul is unnamed; it also names the new nodes (profiles name nodes)
+            p, x = f"{matmul.name or init.name + '_matmul'}__{k}", matmul.input[0]
             for name, value in ((f"{p}__2d", [-1, width]), (f"{p}__rows", [rows]), (f"{p}__zero", [0]),
                                 (f"{p}__last", [-1])):
                 graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), name))
-            nodes = [helper.make_node("Reshape", [x, f"{p}__2d"], [f"{p}__x2d"]),
-                     helper.make_node("Gemm", [f"{p}__x2d", init.name], [f"{p}__y2d"], transB=1),
-                     helper.make_node("Shape", [x], [f"{p}__xshape"]),
-                     helper.make_node("Slice", [f"{p}__xshape", f"{p}__zero", f"{p}__last"], [f"{p}__lead"]),
-                     helper.make_node("Concat", [f"{p}__lead", f"{p}__rows"], [f"{p}__yshape"], axis=0),
-                     helper.make_node("Reshape", [f"{p}__y2d", f"{p}__yshape"], [matmul.output[0]])]
+            nodes = [helper.make_node("Reshape", [x, f"{p}__2d"], [f"{p}__x2d"], name=f"{p}__reshape_in"),
+                     helper.make_node("Gemm", [f"{p}__x2d", init.name], [f"{p}__y2d"], name=f"{p}__gemm", transB=1),
+                     helper.make_node("Shape", [x], [f"{p}__xshape"], name=f"{p}__shape"),
+                     helper.make_node("Slice", [f"{p}__xshape", f"{p}__zero", f"{p}__last"], [f"{p}__lead"],
+                                      name=f"{p}__slice"),
+                     helper.make_node("Concat", [f"{p}__lead", f"{p}__rows"], [f"{p}__yshape"], name=f"{p}__concat", axis=0),
+                     helper.make_node("Reshape", [f"{p}__y2d", f"{p}__yshape"], [matmul.output[0]], name=f"{p}__reshape_out")]
             at = list(graph.node).index(matmul)
             graph.node.remove(matmul)
             for k, node in enumerate(nodes):

@@ -29,7 +29,8 @@ TOP_NODES = 25
 class _Totals:
     """Accumulates (node, op type, placement, ms) records into per-type and per-node totals."""
 
-    def __init__(self):
+    def __init__(self, top_nodes: int | None = TOP_NODES):
+        self.top_nodes = top_nodes  # how many of the slowest nodes to keep (None: all, e.g. for the int8 advisor)
         self.by_type: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         self.by_node: dict[tuple[str, str, str, str], float] = defaultdict(float)
         self.placement: dict[str, int] = defaultdict(int)
@@ -48,7 +49,7 @@ class _Totals:
         by_node = sorted(({"component": c, "node": n, "op_type": t, "placed_on": p, "ms_per_call": ms / calls}
                           for (c, n, t, p), ms in self.by_node.items()), key=lambda r: -r["ms_per_call"])
         return {"available": True, "source": source, "profiled_calls": calls, "wall_ms_per_call": wall_ms / calls,
-                "total_op_ms_per_call": total / calls, "by_op_type": by_type, "top_nodes": by_node[:TOP_NODES],
+                "total_op_ms_per_call": total / calls, "by_op_type": by_type, "top_nodes": by_node[:self.top_nodes],
                 "placement": dict(self.placement)}
 
 
@@ -67,12 +68,13 @@ def _ort_events_after(trace: list[dict], skip_runs: int) -> list[dict]:
             and e.get("ts", 0) > cutoff]
 
 
-def profile_onnxruntime(runners: dict, run: Callable[[], object], calls: int) -> dict:
+def profile_onnxruntime(runners: dict, run: Callable[[], object], calls: int, *,
+                        top_nodes: int | None = TOP_NODES) -> dict:
     """Swap each session's ``InferenceSession`` for a profiling twin built with the same options and providers;
     the twin's first task call (allocations, first-run kernel setup) is left out of the totals."""
     import onnxruntime as ort
 
-    totals, tmp = _Totals(), Path(tempfile.mkdtemp(prefix="mmedge-ort-profile-"))
+    totals, tmp = _Totals(top_nodes), Path(tempfile.mkdtemp(prefix="mmedge-ort-profile-"))
     sessions = sessions_of(runners)
     warm_runs: dict[int, int] = defaultdict(int)
     for i, (_, session) in enumerate(sessions):
@@ -100,10 +102,11 @@ def _openvino_totals(session, runs: int) -> dict[tuple[str, str, str], float]:
             for p in session._request.get_profiling_info() if p.status == p.Status.EXECUTED}
 
 
-def profile_openvino(runners: dict, run: Callable[[], object], calls: int) -> dict:
+def profile_openvino(runners: dict, run: Callable[[], object], calls: int, *,
+                     top_nodes: int | None = TOP_NODES) -> dict:
     """``runners`` must be compiled with ``PERF_COUNT=YES``. The counters are read after a first task call and
     after the profiled calls; the difference is what the profiled calls cost."""
-    totals = _Totals()
+    totals = _Totals(top_nodes)
     sessions = sessions_of(runners)
     runs: dict[int, int] = defaultdict(int)
     for _, session in sessions:

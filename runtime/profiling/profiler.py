@@ -18,14 +18,16 @@ from mmedge.errors import EngineUnavailableError, MmedgeError, UsageError
 from mmedge.runtime.engines.base import ENGINES, FORMAT_OF_ENGINE
 from mmedge.runtime.package import open_package
 from mmedge.runtime.profiling import accuracy
+from mmedge.runtime.profiling.operators import TOP_NODES
 from mmedge.runtime.profiling.schema import SCHEMA_VERSION
 
 
 def _spec(package: Path, engine: str | None, variant: str, device: str | None, options: dict, *, runs: int,
-          warmup: int, operator_calls: int, progress: bool, reference_only: bool = False) -> dict:
+          warmup: int, operator_calls: int, progress: bool, reference_only: bool = False,
+          top_nodes: int | None = TOP_NODES) -> dict:
     return {"package": str(package), "engine": engine, "variant": variant, "device": device, "options": options,
             "runs": runs, "warmup": warmup, "operator_calls": operator_calls, "progress": progress,
-            "reference_only": reference_only}
+            "reference_only": reference_only, "top_nodes": top_nodes}
 
 
 def _run_worker(spec: dict) -> dict:
@@ -84,12 +86,13 @@ def _add_accuracy(results: list[dict], reference: dict | None, why_not: str) -> 
 
 def profile(package: str | Path, *, engines: list[str | None] | None = None, device: str | None = None,
             variants: list[str] | None = None, runs: int = 20, warmup: int = 3, operator_calls: int = 3,
-            options: dict | None = None, progress: bool = True) -> dict:
+            options: dict | None = None, progress: bool = True, top_nodes: int | None = TOP_NODES) -> dict:
     """Measure each (engine, variant) of ``package`` and return the profile dict (schema: ``schema.py``).
 
     ``engines``: engine names (``None`` in the list = the device plan's choice); ``variants``: default all the
     engine's variants; ``runs``/``warmup``: timed and untimed task calls; ``operator_calls``: extra calls with
-    the engine's own profiler on; ``options``: engine options as for ``runtime.load``.
+    the engine's own profiler on; ``options``: engine options as for ``runtime.load``; ``top_nodes``: how many of
+    the slowest nodes each result lists (None: every node).
     """
     root = Path(package)
     engines = list(engines or [None])
@@ -99,7 +102,8 @@ def profile(package: str | Path, *, engines: list[str | None] | None = None, dev
     for engine in engines:
         for variant in _variants_for(engine, offered, names, variants):
             results.append(_run_worker(_spec(root, engine, variant, device, opts, runs=runs, warmup=warmup,
-                                             operator_calls=operator_calls, progress=progress)))
+                                             operator_calls=operator_calls, progress=progress,
+                                             top_nodes=top_nodes)))
     ref = accuracy.REFERENCE
     reference = next((r for r in results if r["engine"] == ref["engine"] and r["variant"] == ref["variant"]), None)
     why_not = ""

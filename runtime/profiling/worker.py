@@ -39,14 +39,14 @@ def _load(spec: dict, options: dict):
 
 
 def _operators(spec: dict, pipe, runners, workload) -> dict:
-    calls = spec["operator_calls"]
+    calls, top = spec["operator_calls"], spec.get("top_nodes", operators.TOP_NODES)
     engine = pipe.ran.engine
     if engine == "onnxruntime":
-        return operators.profile_onnxruntime(runners, workload.run, calls)
+        return operators.profile_onnxruntime(runners, workload.run, calls, top_nodes=top)
     if engine == "openvino":  # counters must be on at compile time: a second, counting load of the same variant
         _, counted, counted_workload = _load({**spec, "engine": engine, "variant": pipe.ran.variant},
                                              {**spec["options"], "PERF_COUNT": "YES"})
-        return operators.profile_openvino(counted, counted_workload.run, calls)
+        return operators.profile_openvino(counted, counted_workload.run, calls, top_nodes=top)
     return operators.describe_litert(runners)
 
 
