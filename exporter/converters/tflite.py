@@ -30,9 +30,25 @@ def _int32(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.to(torch.int32) if v.dtype == torch.int64 else v for k, v in sample.items()}
 
 
+#: A TFLite file is one FlatBuffer, whose 32-bit offsets cap it at 2 GiB (weights included).
+FLATBUFFER_LIMIT = 2**31
+
+
+def weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes of the module's parameters and buffers, each tensor counted once (tied weights share storage)."""
+    seen: dict[int, int] = {}
+    for t in (*module.parameters(), *module.buffers()):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
 def convert(spec: ComponentSpec, out_dir: Path) -> Converted:
     import litert_torch
 
+    size = weight_bytes(spec.module)
+    if size >= FLATBUFFER_LIMIT:  # fail in a second, not after minutes of conversion ending in a FlatBuffer error
+        raise ExportError(f"component '{spec.name}' has {size / 2**30:.1f} GiB of weights, over TFLite's 2 GiB file "
+                          "limit (FlatBuffers): export it with --formats onnx,openvino")
     path = out_dir / "model.tflite"
     try:
         with _quiet():
