@@ -12,15 +12,12 @@ import sys
 from pathlib import Path
 
 from mmedge import __version__
+from mmedge.cli.run_tasks import csv_list, describe_ran
 from mmedge.errors import MmedgeError, UsageError
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
@@ -34,7 +31,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from mmedge.exporter.export import export
 
-    formats = _csv(args.formats) if args.formats else None
+    formats = csv_list(args.formats) if args.formats else None
     path = export(args.model, args.out_dir, family=args.family, formats=formats, static=args.static,
                   device=args.device, revision=args.revision, log=_log)
     print(f"package written to {path}")
@@ -55,159 +52,43 @@ def _runtime_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def _describe_ran(ran: dict) -> str:
-    parts = [f"engine {ran['engine']}", f"{ran['format']}/{ran['variant']}", f"device profile {ran['device']}"]
-    first = next(iter(ran["components"].values()), {})
-    if first.get("providers"):
-        parts.append("providers " + ",".join(first["providers"]))
-    if first.get("execution_devices"):
-        parts.append("devices " + ",".join(first["execution_devices"]))
-    if first.get("num_threads"):
-        parts.append(f"{first['version']}, {first['num_threads']} threads")
-    if first.get("delegated_nodes") is not None:  # LiteRT: what the delegate really took over
-        parts.append(f"delegate {first['delegate']} ({first['delegated_nodes']} nodes)")
-    text = "ran: " + " · ".join(parts)
-    for f in ran["fallbacks"]:
-        text += f"\nfallback: {f.get('component', '') + ': ' if f.get('component') else ''}{f['what']}: {f['why']}"
-    return text
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from mmedge import runtime
+    from mmedge.cli.run_tasks import run
 
     pipe = runtime.load(args.package, engine=args.engine, device=args.device, variant=args.variant,
                         verify=not args.no_verify, options=_runtime_options(args))
-    if pipe.family in ("causal-lm", "seq2seq"):
-        return _run_text_generation(pipe, args)
-    if pipe.task == "automatic-speech-recognition":
-        return _run_asr(pipe, args)
-    if pipe.family == "llava":
-        return _run_vlm(pipe, args)
-    if pipe.task == "visual-question-answering":
-        return _run_vqa(pipe, args)
-    if pipe.task == "image-to-text":
-        if not args.image:
-            raise UsageError("give --image FILE [--prompt 'a picture of'] for a captioning package")
-        result = pipe.caption(args.image, prompt=args.prompt, **_generation_overrides(args)).to_dict()
-        print(json.dumps(result, indent=2) if args.json else f"{result['text']}\n{_describe_ran(result['ran'])}")
-        return 0
-    if pipe.family != "clip":
-        raise UsageError(f"mmedge run has no task inputs for family '{pipe.family}' yet")
-    if args.prompt or args.chat:
-        raise UsageError(f"--prompt/--chat need a text-generation package; this one is '{pipe.family}'")
-    if args.image and args.labels:
-        result = pipe.zero_shot(args.image, _csv(args.labels), template=args.template).to_dict()
-        lines = [f"{r['prob']:.4f}  {r['label']}" for r in result["results"]]
-    elif args.images and args.query:
-        result = pipe.search(args.images, args.query, k=args.top_k or 5).to_dict()
-        lines = [f"{r['score']:+.4f}  {r['image']}" for r in result["results"]]
-    elif args.text:
-        emb = pipe.embed_text([args.text])[0]
-        result = {"task": "text-embedding", "text": args.text, "embedding": emb.tolist(), "ran": pipe.ran.to_dict()}
-        lines = [f"text embedding ({emb.shape[0]} dims): " + " ".join(f"{v:+.4f}" for v in emb[:8]) + " ..."]
-    elif args.image:
-        emb = pipe.embed_images([args.image])[0]
-        result = {"task": "image-embedding", "image": args.image, "embedding": emb.tolist(), "ran": pipe.ran.to_dict()}
-        lines = [f"image embedding ({emb.shape[0]} dims): " + " ".join(f"{v:+.4f}" for v in emb[:8]) + " ..."]
-    else:
-        raise UsageError("give task inputs: --image X --labels 'a,b' (zero-shot), --images DIR --query Q "
-                         "(search), --text T or --image X (embeddings)")
+    return run(pipe, args)
+
+
+def cmd_emotion(args: argparse.Namespace) -> int:
+    """Late fusion of a face-expression and a speech-emotion package (``runtime.pipelines.emotion``)."""
+    from mmedge.runtime.pipelines.emotion import EmotionRecognizer
+
+    weights = {}
+    for item in csv_list(args.weights or ""):
+        name, _, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise UsageError(f"--weights takes face=W,speech=W (numbers), got {item!r}") from None
+    recognizer = EmotionRecognizer.load(args.face_package, args.speech_package, weights=weights, engine=args.engine,
+                                        device=args.device, variant=args.variant, verify=not args.no_verify,
+                                        options=_runtime_options(args))
+    result = recognizer.recognize(image=args.image, audio=args.audio).to_dict()
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print("\n".join(lines))
-        print(_describe_ran(result["ran"]))
-    return 0
-
-
-def _generation_overrides(args: argparse.Namespace) -> dict:
-    overrides = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-                 "top_k": args.top_k, "num_beams": args.beams, "seed": args.seed,
-                 "repetition_penalty": args.repetition_penalty}
-    if args.temperature is not None or args.top_p is not None or args.top_k is not None:
-        overrides["do_sample"] = True
-    if args.greedy:
-        overrides["do_sample"] = False
-    return overrides
-
-
-def _run_asr(pipe, args: argparse.Namespace) -> int:
-    if not args.audio:
-        raise UsageError("give --audio FILE (WAV, FLAC, raw 16 kHz PCM...) for a speech-recognition package")
-    options = {"language": args.language, "task": args.task} if pipe.family == "whisper" else {}
-    if pipe.family == "whisper":
-        options.update(_generation_overrides(args))
-    elif args.language or args.task:
-        raise UsageError(f"--language/--task apply to Whisper packages, not '{pipe.family}'")
-    result = pipe.transcribe(args.audio, **options).to_dict()
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(result["text"])
-        print(_describe_ran(result["ran"]))
-    return 0
-
-
-def _run_vlm(pipe, args: argparse.Namespace) -> int:
-    overrides = _generation_overrides(args)
-    if args.chat:
-        session = pipe.chat(args.image, system=args.system)
-        return _chat_loop(pipe, session, overrides)
-    if not (args.image and args.question):
-        raise UsageError("give --image FILE --question 'text' (or --image FILE --chat) for a vision-language package")
-    on_text = (lambda piece: print(piece, end="", flush=True)) if args.stream and not args.json else None
-    return _print_generation(pipe.answer(args.image, args.question, on_text=on_text, **overrides), args, on_text)
-
-
-def _run_vqa(pipe, args: argparse.Namespace) -> int:
-    """BLIP-style VQA: one question about one image per run (the model has no chat and no free prompt)."""
-    if args.chat or args.prompt:
-        raise UsageError(f"a {pipe.family} package answers one question about an image: give --image FILE "
-                         "--question 'text' instead of --chat/--prompt")
-    if not args.image:
-        raise UsageError(f"give --image FILE --question 'text' for a {pipe.family} (visual question answering) "
-                         "package")
-    if not args.question:
-        raise UsageError(f"a {pipe.family} package answers a question about the image: add --question 'what is in "
-                         "the picture?' (to caption an image, use a captioning package)")
-    on_text = (lambda piece: print(piece, end="", flush=True)) if args.stream and not args.json else None
-    return _print_generation(pipe.answer(args.image, args.question, on_text=on_text, **_generation_overrides(args)),
-                             args, on_text)
-
-
-def _chat_loop(pipe, session, overrides: dict) -> int:
-    print(_describe_ran(pipe.ran.to_dict()), file=sys.stderr)
-    print("chat: type a message and press Enter; an empty line or Ctrl-D ends", file=sys.stderr)
-    for line in sys.stdin:
-        if not line.strip():
-            break
-        print("assistant: ", end="", flush=True)
-        session.send(line.rstrip("\n"), on_text=lambda piece: print(piece, end="", flush=True), **overrides)
-        print(flush=True)
-    return 0
-
-
-def _print_generation(result, args: argparse.Namespace, on_text) -> int:
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
         return 0
-    print("" if on_text else result.text)
-    t = result.timings
-    speed = f", {t['tokens_per_s']:.1f} tokens/s" if t.get("tokens_per_s") else ""
-    ttft = f", first token {t['time_to_first_token_ms']:.1f} ms" if t.get("time_to_first_token_ms") else ""
-    print(f"[{len(result.tokens)} tokens, stop: {result.stop_reason}{ttft}{speed}]", file=sys.stderr)
-    print(_describe_ran(result.ran.to_dict()))
+    if result["label"] is None:
+        print("no emotion: no face found in the image and no audio given")
+        return 0
+    print(f"{result['label']}  (" + ", ".join(f"{k} {v:.3f}" for k, v in list(result["probs"].items())[:3]) + ")")
+    for source, probs in result["sources"].items():
+        top = max(probs, key=probs.__getitem__)
+        print(f"  {source} (weight {result['weights'][source]:.2f}): {top} {probs[top]:.3f}")
+    if result["face"] is not None and not result["face"]["found"]:
+        print("  face: no face found in the image")
     return 0
-
-
-def _run_text_generation(pipe, args: argparse.Namespace) -> int:
-    overrides = _generation_overrides(args)
-    if args.chat:
-        return _chat_loop(pipe, pipe.chat(system=args.system), overrides)
-    if not args.prompt:
-        raise UsageError("give --prompt 'text' (or --chat) for a text-generation package")
-    on_text = (lambda piece: print(piece, end="", flush=True)) if args.stream and not args.json else None
-    return _print_generation(pipe.generate(args.prompt, on_text=on_text, **overrides), args, on_text)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -281,7 +162,7 @@ def _describe_profile(r: dict) -> str:
                                                           else f"n/a ({acc['reason']})"))
     lines.append("  operators: " + (", ".join(f"{o['op_type']} {o['ms_per_call']:.3f} ms" for o in ops["by_op_type"][:5])
                                     if ops["available"] else f"n/a ({ops['reason']})"))
-    lines.append("  " + _describe_ran(r["ran"]).replace("\n", "\n  "))
+    lines.append("  " + describe_ran(r["ran"]).replace("\n", "\n  "))
     return "\n".join(lines)
 
 
@@ -289,8 +170,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from mmedge.runtime.profiling import profile, write_profile
     from mmedge.runtime.profiling.report import write_report
 
-    result = profile(args.package, engines=_csv(args.engine) if args.engine else None, device=args.device,
-                     variants=_csv(args.variants) if args.variants else None, runs=args.runs, warmup=args.warmup,
+    result = profile(args.package, engines=csv_list(args.engine) if args.engine else None, device=args.device,
+                     variants=csv_list(args.variants) if args.variants else None, runs=args.runs, warmup=args.warmup,
                      options=_runtime_options(args))
     print("\n".join(_describe_profile(r) for r in result["results"]))
     if args.json:
@@ -340,13 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("tiny-model", help="write a small random-weight model of a family (offline)")
-    p.add_argument("family", help="clip, gpt2, llama, llava, vit-gpt2, blip, t5, marian, wav2vec2")
+    p.add_argument("family", help="clip, gpt2, llama, llava, vit-gpt2, blip, t5, marian, wav2vec2, vits, vit, "
+                                     "swin2sr, stable-diffusion, speech-emotion, speecht5")
     p.add_argument("out_dir")
     p.set_defaults(func=cmd_tiny_model)
 
     p = sub.add_parser("export", help="export a model to a verified package (ONNX, OpenVINO IR, TFLite)")
-    p.add_argument("model", help="a Hugging Face directory or hub id, a CTranslate2 Whisper directory, a .gguf file, "
-                                 "or a bundled name (whisper-tiny.en, whisper-base, qwen2.5-coder-0.5b-instruct)")
+    p.add_argument("model", help="a Hugging Face or diffusers directory or hub id, a CTranslate2 Whisper directory, a "
+                                 ".gguf file, a Piper voice (.onnx + .onnx.json), or a bundled name (whisper-tiny.en, "
+                                 "whisper-base, qwen2.5-coder-0.5b-instruct, efficientnet-lite0, "
+                                 "realesr-animevideov3-x4, face-api, joe-us-piper)")
     p.add_argument("out_dir")
     p.add_argument("--family", help="model family (detected from config.json when omitted)")
     p.add_argument("--formats", help="comma list of onnx,openvino,tflite (default: all)")
@@ -367,10 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="image file (zero-shot with --labels, else an image embedding)")
     p.add_argument("--labels", help="comma-separated labels for zero-shot classification")
     p.add_argument("--template", default="{}", help="label template, e.g. 'a photo of {}'")
-    p.add_argument("--text", help="text to embed")
+    p.add_argument("--text", help="CLIP: text to embed; text-to-speech: the text to speak (with --out)")
     p.add_argument("--images", help="folder of images to search")
     p.add_argument("--query", help="text query for --images")
-    p.add_argument("--top-k", type=int, help="search: number of hits (default 5); generation: top-k sampling")
+    p.add_argument("--top-k", type=int, help="search: number of hits (default 5); classification: labels shown "
+                                                        "(default 5); generation: top-k sampling")
     p.add_argument("--audio", help="speech recognition: audio file (WAV, FLAC, .raw 16 kHz 16-bit PCM)")
     p.add_argument("--language", help="Whisper: language code (default: detected; English-only models: en)")
     p.add_argument("--task", choices=["transcribe", "translate"], help="Whisper: task (default transcribe)")
@@ -384,10 +269,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beams", type=int, help="beam search width")
     p.add_argument("--repetition-penalty", type=float)
     p.add_argument("--seed", type=int, help="sampling seed")
+    p.add_argument("--speaker", help="text-to-speech: speaker id (or name) of a multi-speaker voice")
+    p.add_argument("--speaker-embedding", help="text-to-speech (SpeechT5): speaker embedding .npy file")
     p.add_argument("--greedy", action="store_true", help="force greedy decoding")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
     p.add_argument("--out", help="output file: the image (text-to-image, super-resolution) or WAV (text-to-speech)")
+    p.add_argument("--tile", type=int, help="super-resolution: tile size in input pixels (0: whole image; default: "
+                                            "the static tile, or whole image up to 512x512)")
+    p.add_argument("--score-threshold", type=float, help="face-expression: face detection threshold (default 0.5)")
+    p.add_argument("--steps", type=int, help="text-to-image: denoising steps (default: the package's, 50)")
+    p.add_argument("--guidance", type=float, help="text-to-image: classifier-free guidance scale (default 7.5; <= 1 "
+                                                   "turns it off)")
+    p.add_argument("--scheduler", help="text-to-image: ddim, euler, dpm++2m or lcm (default: the package's)")
+    p.add_argument("--negative-prompt", help="text-to-image: what the image should not show (needs guidance > 1)")
+    p.add_argument("--strength", type=float, help="image-to-image (with --image): how much of the image is redrawn, "
+                                                   "0-1 (default 0.8)")
+    p.add_argument("--width", type=int, help="text-to-image: image width (dynamic packages; default: the model's)")
+    p.add_argument("--height", type=int, help="text-to-image: image height (dynamic packages; default: the model's)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("emotion", help="emotion from a face image and/or speech: late fusion of two packages")
+    p.add_argument("--face-package", help="a face-expression package (mmedge export face-api DIR)")
+    p.add_argument("--speech-package", help="a speech-emotion (audio-classification) package")
+    p.add_argument("--image", help="image with a face")
+    p.add_argument("--audio", help="speech recording (WAV, FLAC, raw 16 kHz PCM...)")
+    p.add_argument("--weights", help="fusion weights, e.g. face=0.6,speech=0.4 (default: equal)")
+    p.add_argument("--engine", choices=["onnxruntime", "openvino", "litert"])
+    p.add_argument("--device", help="device profile (default: detected)")
+    p.add_argument("--variant", help="package variant, e.g. fp32 or fp32-static")
+    p.add_argument("--threads", type=int, help="engine threads (default: all cores)")
+    p.add_argument("--precision-hint", help="OpenVINO INFERENCE_PRECISION_HINT (default f32)")
+    p.add_argument("--no-verify", action="store_true", help="skip checksum verification on open")
+    p.add_argument("--json", action="store_true", help="print the fused result and both sources as JSON")
+    p.set_defaults(func=cmd_emotion)
 
     p = sub.add_parser("info", help="summarise a package; --verify checks every checksum")
     p.add_argument("package")

@@ -72,6 +72,10 @@ def export(model: str | Path, out_dir: str | Path, *, family: str | None = None,
     """Export ``model`` (HF dir or hub id) into a verified package at ``out_dir``; returns its path.
 
     A phone ``device`` (android, ios) also gets the ``mobile/`` files (``exporter.mobile``)."""
+    from mmedge.exporter.importers import piper
+
+    if piper.is_piper_voice(model):  # a finished ONNX voice: split as it is (fixed shapes: through onnx2torch)
+        return piper.export_voice(model, out_dir, formats=formats, static=static, device=device, log=log)
     phone = False
     if device is not None:
         prof = device_profile(device)

@@ -14,4 +14,7 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt \
   torch==2.13.0 -e '.[export,dev]'
+# onnx2torch (fixed-shape Piper voices) without its dependencies: it asks for torchvision, whose PyPI wheel fails to
+# import beside the CPU torch wheel; mmedge never needs the two converters that use it.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt onnx2torch==1.5.15
 echo "$want" > "$stamp"

@@ -133,6 +133,7 @@ def fake_ov(monkeypatch, tmp_path):
         def __init__(self, path: str):
             specs = _decoder_inputs(64, 16, 80) if "prefill_16" in path else _decoder_inputs(64, 1, 65)
             self.inputs = [Port(t.bound_name, list(t.shape)) for t in specs]
+            self.outputs = []  # the engine names outputs from the read model (Compiled has none here either)
             self.reshaped = None
 
         def reshape(self, shapes):

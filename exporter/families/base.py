@@ -72,6 +72,18 @@ def named_inputs(module: torch.nn.Module, names: list[str]) -> torch.nn.Module:
     return wrapper.train(module.training)
 
 
+def right_padded_ids(vocab: int) -> Callable[[dict[str, int], int], dict[str, torch.Tensor]]:
+    """An encoder ``sample``: random ``input_ids`` [batch, encoder_sequence] below ``vocab`` with an attention mask
+    whose first row is right-padded by a third, as a static length bucket pads a short text."""
+    def sample(sizes: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        batch, length = sizes["batch"], sizes["encoder_sequence"]
+        mask = torch.ones(batch, length, dtype=torch.int64)
+        mask[0, max(1, length - length // 3):] = 0
+        return {"input_ids": torch.randint(0, vocab, (batch, length), generator=g), "attention_mask": mask}
+    return sample
+
+
 @dataclass
 class LoadedFamily:
     """A family spec applied to one model: components plus everything the runtime reads from the manifest."""

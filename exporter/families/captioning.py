@@ -101,7 +101,7 @@ class VisionEncoderWithCross(torch.nn.Module):
         return cross_outputs([k for k, _ in pairs], [v for _, v in pairs])
 
 
-def _image_preprocessing(model_dir: Path) -> dict[str, Any]:
+def image_preprocessing(model_dir: Path) -> dict[str, Any]:
     """The HF processor config resolved with its class defaults, every key explicit (runtime needs no HF)."""
     from mmedge.runtime.preprocess.image import fixed_size_preprocessor
 
@@ -212,7 +212,7 @@ class VisionEncoderDecoderSpec(FamilySpec):
         layers, heads = dec_cfg.n_layer, dec_cfg.n_head
         head_dim, vocab = dec_cfg.n_embd // heads, model.decoder.get_output_embeddings().weight.shape[0]
         max_positions = dec_cfg.n_positions
-        preprocessing = _image_preprocessing(model_dir)
+        preprocessing = image_preprocessing(model_dir)
         image = (preprocessing["size"]["height"], preprocessing["size"]["width"])
         projection = getattr(model, "enc_to_dec_proj", None)
         encoder = VisionEncoderWithCross(model.encoder, projection, model.decoder, dec_cfg.model_type, layers)
@@ -275,7 +275,7 @@ def load_blip(model_dir: Path, head: str) -> LoadedBlip:
         if getattr(text, key, None) is None:
             raise ExportError(f"{model_dir}: text_config.{key} is not set; BLIP's generate needs it")
     heads = text.num_attention_heads
-    preprocessing = _image_preprocessing(model_dir)
+    preprocessing = image_preprocessing(model_dir)
     return LoadedBlip(model=model, tokenizer=tokenizer, text=text, layers=text.num_hidden_layers, heads=heads,
                       head_dim=text.hidden_size // heads,
                       vocab=model.text_decoder.get_output_embeddings().weight.shape[0],

@@ -48,7 +48,7 @@ from transformers.cache_utils import EncoderDecoderCache
 
 from mmedge.errors import ExportError
 from mmedge.exporter.families.base import (ComponentSpec, FamilySpec, LoadedFamily, TensorDecl, model_generation_config,
-                                           tokenizer_json)
+                                           right_padded_ids, tokenizer_json)
 from mmedge.exporter.families.decoder_cache import (cache_io, cache_sample, cross_cache, cross_decls, cross_outputs,
                                                    cross_sample, eager_cross_attention, fill_cache, new_entries,
                                                    static_signatures)
@@ -271,12 +271,7 @@ class Seq2SeqSpec(FamilySpec):
         max_source_len, max_cache_len = static_limits(cfg, arch)
         buckets = tuple(b for b in PROMPT_BUCKETS if b < max_cache_len)
 
-        def encoder_sample(sizes: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
-            g = torch.Generator().manual_seed(seed)
-            batch, length = sizes["batch"], sizes["encoder_sequence"]
-            mask = torch.ones(batch, length, dtype=torch.int64)
-            mask[0, max(1, length - length // 3):] = 0  # right padding, as a static bucket has
-            return {"input_ids": torch.randint(0, vocab, (batch, length), generator=g), "attention_mask": mask}
+        encoder_sample = right_padded_ids(vocab)
 
         encoder = ComponentSpec(
             name="encoder", description=f"{cfg.model_type} encoder + per-layer cross-attention keys/values",

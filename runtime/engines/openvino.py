@@ -102,7 +102,9 @@ class OpenVinoSession(EngineSession):
             what = f"the NPU compiler rejected {path.name}" if npu else f"OpenVINO could not compile {path.name} for {device}"
             raise EngineUnavailableError(f"{what}: {engine_message(e)}") from None
         self._request = self._compiled.create_infer_request()
-        self._outputs = [(o, o.get_any_name()) for o in self._compiled.outputs]
+        # Names from the read model: compiling can fuse away a last no-op node (Swin2SR's final crop to the full
+        # size), and the compiled port then carries the producer's name too, which get_any_name() may return.
+        self._outputs = [(o, m.get_any_name()) for o, m in zip(self._compiled.outputs, model.outputs)]
         self._device, self._config = device, config
         self._fallbacks = list(options.get("fallbacks", ()))
 

@@ -14,7 +14,15 @@ PIPELINES = {"clip": "mmedge.runtime.pipelines.clip:ClipPipeline",
              "vision-encoder-decoder": "mmedge.runtime.pipelines.captioning:CaptioningPipeline",
              "blip-captioning": "mmedge.runtime.pipelines.captioning:CaptioningPipeline",
              "blip-vqa": "mmedge.runtime.pipelines.vqa:VqaPipeline",
-             "seq2seq": "mmedge.runtime.pipelines.seq2seq:Seq2SeqPipeline"}
+             "seq2seq": "mmedge.runtime.pipelines.seq2seq:Seq2SeqPipeline",
+             "piper-tts": "mmedge.runtime.pipelines.piper_tts:PiperTtsPipeline",
+             "vits-tts": "mmedge.runtime.pipelines.vits_tts:VitsTtsPipeline",
+             "speecht5-tts": "mmedge.runtime.pipelines.speecht5_tts:SpeechT5TtsPipeline",
+             "face-expression": "mmedge.runtime.pipelines.face_expression:FaceExpressionPipeline",
+             "audio-classification": "mmedge.runtime.pipelines.audio_classification:AudioClassificationPipeline",
+             "text-to-image": "mmedge.runtime.pipelines.text_to_image:TextToImagePipeline",
+             "image-classification": "mmedge.runtime.pipelines.image_classification:ImageClassificationPipeline",
+             "super-resolution": "mmedge.runtime.pipelines.super_resolution:SuperResolutionPipeline"}
 
 
 def pipeline_class(family: str) -> type:

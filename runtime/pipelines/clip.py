@@ -15,6 +15,7 @@ import numpy as np
 from mmedge.errors import InputError
 from mmedge.runtime.loader import RunInfo
 from mmedge.runtime.package import Package
+from mmedge.runtime.pipelines.probabilities import softmax
 from mmedge.runtime.preprocess import ClipImagePreprocessor, ClipTextTokenizer, load_image
 from mmedge.runtime.runner import ComponentRunner
 
@@ -23,11 +24,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 @dataclass
@@ -92,7 +88,7 @@ class ClipPipeline:
             raise InputError("the label template must contain '{}' where the label goes, e.g. 'a photo of {}'")
         text = _normalize(self.embed_text([template.format(lab) for lab in labels]))
         img = _normalize(self.embed_images([image]))
-        probs = _softmax(self.logit_scale * img @ text.T)[0]
+        probs = softmax(self.logit_scale * img @ text.T)[0]
         return ZeroShotResult(labels=labels, probs=[float(p) for p in probs], ran=self.ran)
 
     def search(self, images: str | Path | Sequence[Any], query: str, *, k: int = 5,

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmedge.errors import InputError, PackageError, StaticShapeError
+from mmedge.errors import PackageError
 from mmedge.runtime.loader import RunInfo
 from mmedge.runtime.package import Package
 from mmedge.runtime.pipelines.asr_result import TranscriptionResult
 from mmedge.runtime.preprocess.audio import AudioInput, load_audio
-from mmedge.runtime.preprocess.ctc import AudioNormalizer, CtcVocabulary, frames_for
+from mmedge.runtime.preprocess.ctc import AudioNormalizer, CtcVocabulary, frames_for, window_size
 from mmedge.runtime.runner import ComponentRunner
 
 
@@ -55,24 +55,13 @@ class CtcAsrPipeline:
 
     # --------------------------------------------------------------------------------------------- windows
 
-    def _window_size(self, window_s: float | None, n: int) -> int:
-        if window_s is None:
-            return self.window or max(n, 1)
-        size = round(window_s * self.sampling_rate)
-        if size <= 0:
-            raise InputError(f"window_s must be > 0 (got {window_s}); e.g. window_s=10")
-        if self.window is not None and size > self.window:
-            raise StaticShapeError(f"window_s={window_s} is longer than this static artifact's window of "
-                                   f"{self.window / self.sampling_rate:g} s; use window_s <= that or a dynamic variant")
-        return size
-
     def frame_logits(self, audio: AudioInput, *, window_s: float | None = None,
                      sampling_rate: int | None = None) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
         """Logits of every kept frame ``[frames, vocab]``, each frame's first input sample, and per window
         ``(start_sample, end_sample, frames)``. ``audio``: a file path or samples (at ``sampling_rate``,
         default the model's rate; resampled otherwise)."""
         samples = load_audio(audio, sampling_rate=sampling_rate or self.sampling_rate, target_rate=self.sampling_rate)
-        size = self._window_size(window_s, len(samples))
+        size = window_size(window_s, len(samples), self.sampling_rate, self.window)
         logits, positions, windows = [], [], []
         for start in range(0, len(samples), size):
             piece = samples[start:start + size]

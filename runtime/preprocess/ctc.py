@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mmedge.errors import PackageError
+from mmedge.errors import InputError, PackageError, StaticShapeError
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,20 @@ def clean_up_tokenization(text: str) -> str:
                      (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
         text = text.replace(old, new)
     return text
+
+
+def window_size(window_s: float | None, samples: int, sampling_rate: int, fixed: int | None) -> int:
+    """Samples per window for a clip of ``samples``: ``window_s`` seconds when given, else a static artifact's
+    ``fixed`` window, else the whole clip. A ``window_s`` longer than ``fixed`` is a ``StaticShapeError``."""
+    if window_s is None:
+        return fixed or max(samples, 1)
+    size = round(window_s * sampling_rate)
+    if size <= 0:
+        raise InputError(f"window_s must be > 0 (got {window_s}); e.g. window_s=10")
+    if fixed is not None and size > fixed:
+        raise StaticShapeError(f"window_s={window_s} is longer than this static artifact's window of "
+                               f"{fixed / sampling_rate:g} s; use window_s <= that or a dynamic variant")
+    return size
 
 
 def frames_for(samples: int, layers: Sequence[Sequence[int]]) -> int:

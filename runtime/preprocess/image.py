@@ -63,6 +63,18 @@ def load_image(image: ImageInput) -> Image.Image:
     )
 
 
+def save_image(image: Image.Image, path: str | Path) -> Path:
+    """Write a generated image; the format follows the suffix. Unwritable paths and formats that cannot hold the
+    image (alpha in a JPEG, an unknown suffix) are an ``InputError`` naming the fix."""
+    path = Path(path)
+    try:
+        image.save(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"cannot write {path}: {e}; give a writable .png file name (or .jpg for RGB without "
+                         "alpha)") from None
+    return path
+
+
 def _load_path(path: Path) -> Image.Image:
     if not path.is_file():
         raise InputError(f"image file not found: {str(path)!r}; give the path of an existing image file")

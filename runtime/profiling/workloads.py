@@ -1,9 +1,11 @@
 """One realistic task call per family, built from the package's own contract, so every engine and variant is
 timed on the same work and its outputs can be compared with the fp32 reference.
 
-Inputs are fixed and deterministic: a synthetic image at the package's crop size, the bundled speech clip
+Inputs are fixed and deterministic: a synthetic image at the package's crop size (for faces the bundled
+``examples/data/photos/astronaut.jpg``, a smiling face, in a source checkout), the bundled speech clip
 (``examples/data/audio/goforward.wav`` in a source checkout; a synthetic tone otherwise), a fixed short prompt
-and greedy decoding of at most ``MAX_NEW_TOKENS`` tokens (sampling would make token agreement meaningless).
+and greedy decoding of at most ``MAX_NEW_TOKENS`` tokens (sampling would make token agreement meaningless), a
+fixed sentence spoken with fixed noise (text-to-speech).
 
 Generation timings come from the pipelines' own ``GenerationResult.timings`` (``timed_generate``) where the
 result has them; Whisper and the captioning pipelines return none, so a clock on the decoder session takes
@@ -27,7 +29,12 @@ PROMPT = "Once upon a time, in a small village by the sea,"
 SEQ2SEQ_PROMPT = "translate English to German: The weather is nice today."
 QUESTION = "what is this?"  # short: static VQA packages fix the question length (16 tokens in the tiny one)
 LABELS = ["a photo of a cat", "a photo of a dog", "a diagram"]
+IMAGE_PROMPT, IMAGE_STEPS = "a photo of an astronaut riding a horse", 8  # text-to-image: a short denoising run
+SPEECH_TEXT = "Turn on the kitchen lights."  # short: static text-to-speech packages fix the text length
 SPEECH_CLIP = Path(__file__).resolve().parents[2] / "examples" / "data" / "audio" / "goforward.wav"
+FACE_PHOTO = Path(__file__).resolve().parents[2] / "examples" / "data" / "photos" / "astronaut.jpg"
+PHOTOS = FACE_PHOTO.parent  # five real photos in a source checkout (examples/data/photos)
+SR_INPUT = (80, 64)  # (width, height) of the super-resolution input: tiled on a static 64-pixel tile
 GREEDY = {"max_new_tokens": MAX_NEW_TOKENS, "do_sample": False, "num_beams": 1}
 
 
@@ -131,4 +138,69 @@ def build(pipe, runners: dict) -> Workload:
         call = lambda: pipe.transcribe(audio)  # noqa: E731
         return Workload("transcript", f"transcribe {what}", _clocked(clock, call) if clock else call,
                         lambda r: {"text": r.text}, lambda r: clock.result() if clock else None)
+    if pipe.task == "text-to-speech":
+        # Repeatable on every engine: the TTS pipelines (VITS, Piper, SpeechT5) draw their noise in numpy from the seed.
+        options: dict[str, Any] = {"seed": 0}
+        what = ", ".join(f"{k}={v}" for k, v in options.items())
+        if family == "speecht5-tts":  # a fixed synthetic voice: SpeechT5 speaks with a speaker embedding
+            options["speaker_embedding"] = np.random.default_rng(0).standard_normal(
+                int(pre["speaker_embedding_dim"])).astype(np.float32)
+            what += ", a fixed random speaker embedding"
+        return Workload("waveform", f"speak {SPEECH_TEXT!r} ({what})",
+                        lambda: pipe.speak(SPEECH_TEXT, **options),
+                        lambda r: {"waveform": r.waveform.tolist(), "sampling_rate": r.sampling_rate}, lambda r: None)
+    if family == "face-expression":
+        found = FACE_PHOTO.is_file()
+        image = str(FACE_PHOTO) if found else synthetic_image(pre)
+        faces = lambda r: {"labels": [f.label for f in r.faces],  # noqa: E731
+                           "probs": [list(f.probs.values()) for f in r.faces]}
+        return Workload("labels", f"detect faces and score expressions in "
+                        f"{FACE_PHOTO.name if found else 'a synthetic image (no face)'}",
+                        lambda: pipe.recognize(image), faces, lambda r: None)
+    if family == "audio-classification":
+        audio, what = speech_input()
+        return Workload("labels", f"classify {what}", lambda: pipe.classify(audio),
+                        lambda r: {"labels": [r.label], "probs": [r.probs]}, lambda r: None)
+    if family == "image-classification":
+        return _classification(pipe, pre)
+    if family == "super-resolution":
+        image, what = sr_input()
+        return Workload("image", f"upscale {what} x{pipe.scale}", lambda: pipe.upscale(image),
+                        lambda r: {"pixels": r.pixels.tolist(), "peak": int(np.iinfo(r.pixels.dtype).max)},
+                        lambda r: None)
+    if family == "text-to-image":  # a fixed seed: the same initial latents on every engine and variant
+        return Workload("image", f"{IMAGE_PROMPT!r}, {IMAGE_STEPS} steps of the package's default scheduler, seed 0",
+                        lambda: pipe.generate(IMAGE_PROMPT, steps=IMAGE_STEPS, seed=0),
+                        lambda r: {"pixels": r.pixels.tolist(), "peak": 1.0}, lambda r: None)
     raise UsageError(f"the profiler has no workload for family '{family}' yet; profile it with `mmedge run` timings")
+
+
+def _classification(pipe, pre: dict) -> Workload:
+    """Top-5 of the bundled real photos (a synthetic image outside a source checkout), batch of all of them."""
+    from mmedge.runtime.pipelines.probabilities import probabilities
+
+    photos = sorted(PHOTOS.glob("*.jpg")) if PHOTOS.is_dir() else []
+    images: list = [str(p) for p in photos] or [synthetic_image(pre)]
+    what = f"{len(photos)} photos from {PHOTOS.name}/" if photos else "a synthetic image"
+
+    def outputs(results) -> dict:
+        return {"labels": [r.top1.label for r in results], "top_k": [[p.id for p in r.predictions] for r in results],
+                "probs": probabilities(pipe.logits(images), pipe.activation).tolist()}
+    return Workload("labels", f"top-5 labels of {what}", lambda: pipe.classify_many(images, top_k=5), outputs,
+                    lambda r: None)
+
+
+def sr_input() -> tuple[np.ndarray, str]:
+    """A ``SR_INPUT`` crop of a real photo (the coffee cup) in a source checkout, else a synthetic image."""
+    width, height = SR_INPUT
+    photo = PHOTOS / "coffee.jpg"
+    if photo.is_file():
+        from PIL import Image
+
+        with Image.open(photo) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        top, left = (pixels.shape[0] - height) // 2, (pixels.shape[1] - width) // 2
+        crop = pixels[top:top + height, left:left + width]
+        return np.ascontiguousarray(crop), f"a {width}x{height} crop of {photo.name}"
+    synthetic = synthetic_image({"image": {"crop_size": {"height": height, "width": width}}})
+    return synthetic, f"a {width}x{height} synthetic image"
