@@ -161,6 +161,29 @@ def test_every_engine_and_variant_speaks_as_the_voice_graph(static_package, voic
 
 
 @pytest.mark.slow
+def test_android_export_writes_the_phone_files(tmp_path):
+    """--device android: .ort halves (loadable, parity-checked), the compatibility report, snippets, as for every
+    other family."""
+    import onnxruntime as ort
+
+    from mmedge.exporter.importers.piper import export_voice
+
+    if importlib.util.find_spec("onnx2torch") is None:
+        pytest.skip("pip install --no-deps onnx2torch==1.5.15 (constraints.txt)")
+    package = export_voice("joe-us-piper", tmp_path / "joe-android", device="android", limits=LIMITS)
+    m = open_package(package).manifest
+    assert m.mobile is not None and set(m.mobile.ort) == {"encoder", "decoder"}
+    for entry in m.mobile.ort.values():
+        for rel in entry["signatures"].values():
+            assert rel.endswith(".ort") and ort.InferenceSession(str(package / rel)).get_inputs()
+    report = json.loads((package / m.mobile.report).read_text())
+    assert set(report["onnxruntime_mobile"]) == {"encoder", "decoder"}
+    assert next(iter(m.mobile.ort["encoder"]["signatures"].values())) in (package / "mobile/Example.kt").read_text()
+    with pytest.raises(UsageError, match="needs the formats"):
+        export_voice("joe-us-piper", tmp_path / "x", device="android", formats=["onnx"])
+
+
+@pytest.mark.slow
 def test_tflite_voice_round_trip_through_real_whisper(static_package, whisper_package, tmp_path):
     from mmedge.runtime.preprocess.audio import load_audio
 

@@ -123,6 +123,7 @@ def export_voice(model: str | Path, out_dir: str | Path, *, formats: Sequence[st
     config = _read_config(config_path)
     log(f"importing Piper voice {graph_path.name} ({config.get('num_speakers', 1)} speaker(s), "
         f"{config['audio']['sample_rate']} Hz)")
+    samples = parity_samples(config, int(config.get("num_speakers", 1)))
     return piper_package.export_split(graph_path, config_path, config, out_dir, formats=chosen, static=static,
-                                      source_name=str(model), samples=parity_samples(config, int(config.get("num_speakers", 1))), log=log,
+                                      source_name=str(model), samples=samples, device=device, log=log,
                                       **(limits or {}))

@@ -99,12 +99,18 @@ def _whole_voice_check(stage: Path, fmt: str, artifacts: dict[str, Artifact], sa
 
 def export_split(graph_path: Path, config_path: Path, config: dict, out_dir: str | Path, *, formats: Sequence[str],
                  static: bool, source_name: str, samples: list[dict[str, np.ndarray]],
-                 max_phonemes: int = MAX_PHONEMES, max_frames: int = MAX_FRAMES,
+                 max_phonemes: int = MAX_PHONEMES, max_frames: int = MAX_FRAMES, device: str | None = None,
                  log: Callable[[str], None] = lambda _m: None) -> Path:
     """Package the voice at ``graph_path`` (config read and checked by the caller) at ``out_dir``: dynamic halves
     in the ONNX/OpenVINO ``formats``; with ``static``, fixed-shape halves in every one of ``formats``. ``samples``
-    are whole-graph feeds with noise 0 for the end-to-end check."""
+    are whole-graph feeds with noise 0 for the end-to-end check. A phone ``device`` (android, ios) also gets the
+    ``mobile/`` files from the fixed-shape halves, as every other family does (``exporter.mobile``)."""
+    from mmedge.exporter import mobile
     from mmedge.exporter.export import _artifact, _convert, tool_versions
+
+    phone = device is not None and mobile.delegate_options(device) is not None
+    if phone:
+        mobile.check_formats(device, formats)
 
     speakers = int(config.get("num_speakers", 1))
     if static and speakers > 1:
@@ -119,6 +125,7 @@ def export_split(graph_path: Path, config_path: Path, config: dict, out_dir: str
     whole = ort.InferenceSession(str(graph_path), providers=["CPUExecutionProvider"])
     reference = [whole.run(None, feed)[0].reshape(-1) for feed in samples]
     components: dict[str, list[Artifact]] = {"encoder": [], "decoder": []}
+    mobile_section = None
     with package_writer.staging(out_dir) as stage:
         for fmt in [f for f in ("onnx", "openvino") if f in formats]:
             made = {name: _dynamic(fmt, name, half, stage) for name, half in halves.items()}
@@ -148,6 +155,8 @@ def export_split(graph_path: Path, config_path: Path, config: dict, out_dir: str
                 for name, artifact in made.items():
                     components[name].append(dataclasses.replace(artifact, parity={**artifact.parity,
                                                                                    "voice_graph": record}))
+            if phone:
+                mobile_section = mobile.write(stage, device, specs, components, log)
         shutil.copyfile(config_path, stage / "voice.onnx.json")
         card = graph_path.with_name("MODEL_CARD")
         if card.is_file():
@@ -183,5 +192,6 @@ def export_split(graph_path: Path, config_path: Path, config: dict, out_dir: str
             generation={"sample_rate": rate,
                         "noise_scale": float(inference.get("noise_scale", 0.667)),
                         "length_scale": float(inference.get("length_scale", 1.0)),
-                        "noise_w": float(inference.get("noise_w", 0.8))})
+                        "noise_w": float(inference.get("noise_w", 0.8))},
+            mobile=mobile_section)
         return package_writer.commit(stage, out_dir, manifest)
