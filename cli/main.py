@@ -215,6 +215,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_load_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``runtime.load`` (and ``_runtime_options``), shared by the commands that run a package."""
+    p.add_argument("--engine", choices=["onnxruntime", "openvino", "litert"])
+    p.add_argument("--device", help="device profile (default: detected)")
+    p.add_argument("--variant", help="package variant, e.g. fp32 or fp32-static")
+    p.add_argument("--threads", type=int, help="engine threads (default: all cores)")
+    p.add_argument("--precision-hint", help="OpenVINO INFERENCE_PRECISION_HINT (default f32)")
+    p.add_argument("--no-verify", action="store_true", help="skip checksum verification on open")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmedge", description="Export, package and run multimodal models on edge devices")
     parser.add_argument("--version", action="version", version=f"mmedge {__version__}")
@@ -241,14 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a package on this device")
     p.add_argument("package")
-    p.add_argument("--engine", choices=["onnxruntime", "openvino", "litert"])
-    p.add_argument("--device", help="device profile (default: detected)")
-    p.add_argument("--variant", help="package variant, e.g. fp32 or fp32-static")
-    p.add_argument("--threads", type=int, help="engine threads (default: all cores)")
-    p.add_argument("--precision-hint", help="OpenVINO INFERENCE_PRECISION_HINT (default f32)")
-    p.add_argument("--no-verify", action="store_true", help="skip checksum verification on open")
+    _add_load_options(p)
     p.add_argument("--json", action="store_true", help="print results and what ran as JSON")
-    p.add_argument("--image", help="image file (zero-shot with --labels, else an image embedding)")
+    p.add_argument("--image", help="image file: CLIP zero-shot (with --labels) or embedding, classification, "
+                                   "captioning, VQA (with --question), faces, super-resolution, img2img input")
     p.add_argument("--labels", help="comma-separated labels for zero-shot classification")
     p.add_argument("--template", default="{}", help="label template, e.g. 'a photo of {}'")
     p.add_argument("--text", help="CLIP: text to embed; text-to-speech: the text to speak (with --out)")
@@ -294,12 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="image with a face")
     p.add_argument("--audio", help="speech recording (WAV, FLAC, raw 16 kHz PCM...)")
     p.add_argument("--weights", help="fusion weights, e.g. face=0.6,speech=0.4 (default: equal)")
-    p.add_argument("--engine", choices=["onnxruntime", "openvino", "litert"])
-    p.add_argument("--device", help="device profile (default: detected)")
-    p.add_argument("--variant", help="package variant, e.g. fp32 or fp32-static")
-    p.add_argument("--threads", type=int, help="engine threads (default: all cores)")
-    p.add_argument("--precision-hint", help="OpenVINO INFERENCE_PRECISION_HINT (default f32)")
-    p.add_argument("--no-verify", action="store_true", help="skip checksum verification on open")
+    _add_load_options(p)
     p.add_argument("--json", action="store_true", help="print the fused result and both sources as JSON")
     p.set_defaults(func=cmd_emotion)
 
