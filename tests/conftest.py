@@ -97,3 +97,20 @@ def profile_static():
         assert result["accuracy"]["available"] and result["accuracy"]["reference"] == "onnxruntime/fp32"
         return result
     return run
+
+
+ALL_FORMATS = ["onnx", "openvino", "tflite"]
+
+
+def heavy_matrix(*cases: tuple) -> list:
+    """Engine/variant cases of the heaviest tiny families: the ONNX Runtime ones run by default, the OpenVINO and
+    LiteRT ones (whose conversions cost most of these modules' export time) in the slow stage."""
+    return [c if c[0] == "onnxruntime" else pytest.param(*c, marks=pytest.mark.slow) for c in cases]
+
+
+@pytest.fixture(scope="session")
+def matrix_formats(request) -> list[str]:
+    """Formats the heavy modules export: all three when the run selects slow tests, else ONNX only (their OpenVINO
+    and LiteRT cases are slow-marked by ``heavy_matrix`` and not collected then)."""
+    selection = request.config.getoption("markexpr") or ""
+    return ALL_FORMATS if "slow" in selection and "not slow" not in selection else ["onnx"]

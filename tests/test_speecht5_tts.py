@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import heavy_matrix
+
 from mmedge import runtime
 from mmedge.cli.main import main
 from mmedge.errors import InputError, StaticShapeError
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 TEXT = "Hello world, how are you?"
-VARIANTS = [("onnxruntime", "fp32"), ("onnxruntime", "fp32-static"), ("openvino", "fp32"),
-            ("openvino", "fp32-static"), ("litert", "fp32-static")]
+VARIANTS = heavy_matrix(("onnxruntime", "fp32"), ("onnxruntime", "fp32-static"), ("openvino", "fp32"),
+                        ("openvino", "fp32-static"), ("litert", "fp32-static"))
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +31,11 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def speecht5_package(tiny_dir, tmp_path_factory) -> Path:
-    """Every format, static too (~1 min of CPU)."""
+def speecht5_package(tiny_dir, tmp_path_factory, matrix_formats) -> Path:
+    """Static too; every format in the slow stage, ONNX only by default (~1 min of CPU for all)."""
     from mmedge.exporter.export import export
 
-    return export(tiny_dir, tmp_path_factory.mktemp("speecht5-pkg") / "speecht5", static=True)
+    return export(tiny_dir, tmp_path_factory.mktemp("speecht5-pkg") / "speecht5", static=True, formats=matrix_formats)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Stable Diffusion end to end: a tiny random-weight diffusers pipeline (``mmedge tiny-model stable-diffusion``)
-exported once to ONNX, OpenVINO and TFLite (dynamic and fixed-resolution), then, from the same initial latents,
+exported once to ONNX, OpenVINO and TFLite (dynamic and fixed-resolution; ONNX only in the default run, every
+format in the slow stage), then, from the same initial latents,
 the image of every engine and variant must equal diffusers' ``StableDiffusionPipeline`` image (output_type="np",
 same scheduler) for several schedulers; image-to-image equals ``StableDiffusionImg2ImgPipeline`` with the noise
 drawn from the same torch generator. Plus the manifest's contract, the CLI, bad input and the profiler workload."""
@@ -15,12 +16,16 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import heavy_matrix
+
 from mmedge import runtime
 from mmedge.errors import InputError, StaticShapeError, UsageError
 from mmedge.exporter import families
 
-CASES = [("onnxruntime", "fp32"), ("onnxruntime", "fp32-static"), ("openvino", "fp32"),
-         ("openvino", "fp32-static"), ("litert", "fp32-static")]
+ENGINES = [("onnxruntime", "fp32"), ("onnxruntime", "fp32-static"), ("openvino", "fp32"),
+           ("openvino", "fp32-static"), ("litert", "fp32-static")]
+CASES = heavy_matrix(*ENGINES)  # OpenVINO and LiteRT in the slow stage (their conversions cost the most)
+STATIC = ENGINES[1]  # the fixed-shape variant every run has: two batch-1 UNet calls per step, the static limits
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # OpenVINO runs bf16 by default on AVX512-BF16 CPUs
 PROMPT, NEGATIVE = "a photo of an astronaut riding a horse", "blurry, low quality"
 PHOTO = Path(__file__).resolve().parents[1] / "examples" / "data" / "photos" / "chelsea.jpg"
@@ -33,10 +38,10 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def package(tiny_dir, tmp_path_factory) -> Path:
+def package(tiny_dir, tmp_path_factory, matrix_formats) -> Path:
     from mmedge.exporter.export import export
 
-    return export(tiny_dir, tmp_path_factory.mktemp("sd-pkg") / "pkg", static=True)
+    return export(tiny_dir, tmp_path_factory.mktemp("sd-pkg") / "pkg", static=True, formats=matrix_formats)
 
 
 @cache
@@ -111,13 +116,13 @@ def test_other_schedulers_equal_diffusers(package, diffusers_pipes, scheduler):
     """Euler (fractional timesteps into the UNet) and LCM (fresh noise at every step, from the same generator)."""
     latents = latents_for(2)
     expected = reference(diffusers_pipes, scheduler, latents=latents, steps=4, seed=7)
-    for engine, variant in (CASES[0], CASES[4]):
+    for engine, variant in (ENGINES[0], STATIC):
         result = load(package, engine, variant).generate(PROMPT, negative_prompt=NEGATIVE, steps=4, guidance=6.0,
                                                          scheduler=scheduler, latents=latents, randn=torch_randn(7))
         np.testing.assert_allclose(result.pixels, expected, atol=ATOL, err_msg=f"{engine} {variant}")
 
 
-@pytest.mark.parametrize("engine, variant", [CASES[2], CASES[4]])
+@pytest.mark.parametrize("engine, variant", heavy_matrix(STATIC, ENGINES[2], ENGINES[4]))
 def test_image_to_image_equals_diffusers(package, diffusers_pipes, engine, variant):
     photo = Image.open(PHOTO).convert("RGB").resize((48, 32))  # resized to the 32x32 contract on both sides
     pipe = load(package, engine, variant)
@@ -132,7 +137,7 @@ def test_image_to_image_equals_diffusers(package, diffusers_pipes, engine, varia
 
 def test_guidance_off_and_empty_prompt_equal_diffusers(package, diffusers_pipes):
     """guidance <= 1: no unconditional branch (one UNet batch row); an empty prompt is the unconditional image."""
-    pipe, latents = load(package, "litert", "fp32-static"), latents_for(4)
+    pipe, latents = load(package, *STATIC), latents_for(4)
     for prompt, guidance in ((PROMPT, 1.0), ("", 1.0), ("", 5.0)):
         expected = reference(diffusers_pipes, "ddim", prompt=prompt, negative=None, guidance=guidance, latents=latents)
         got = pipe.generate(prompt, guidance=guidance, steps=5, scheduler="ddim", latents=latents).pixels
@@ -141,7 +146,7 @@ def test_guidance_off_and_empty_prompt_equal_diffusers(package, diffusers_pipes)
 
 def test_seeded_generation_is_repeatable_across_engines(package):
     """A seed gives numpy's initial latents: the same image on every engine, another one for another seed."""
-    images = [load(package, *case).generate(PROMPT, steps=3, seed=11).pixels for case in (CASES[0], CASES[3])]
+    images = [load(package, *case).generate(PROMPT, steps=3, seed=11).pixels for case in (ENGINES[0], STATIC)]
     np.testing.assert_allclose(images[0], images[1], atol=ATOL)
     result = load(package).generate(PROMPT, steps=3, seed=12)
     assert np.abs(result.pixels - images[0]).max() > 0.05 and result.seed == 12
@@ -179,7 +184,7 @@ def test_manifest_states_the_contract(package):
     pkg = runtime.open_package(package)
     assert set(pkg.manifest.components) == {"text_encoder", "unet", "vae_decoder", "vae_encoder"}
     unet = pkg.manifest.components["unet"]
-    static = unet.find("tflite", "fp32-static").signatures["default"]
+    static = unet.find("onnx", "fp32-static").signatures["default"]
     assert {t.name: list(t.shape) for t in static.inputs} == {
         "sample": [1, 4, 16, 16], "timestep": [1], "encoder_hidden_states": [1, 77, 32]}
     dynamic = unet.find("onnx", "fp32")
@@ -192,7 +197,7 @@ def test_manifest_states_the_contract(package):
 
 
 def test_bad_input_is_a_typed_error_naming_the_fix(package, diffusers_pipes):
-    pipe, static = load(package), load(package, "litert", "fp32-static")
+    pipe, static = load(package), load(package, *STATIC)
     cases = [
         (dict(steps=0), InputError, "steps must be a positive integer"),
         (dict(steps=1001), InputError, "from 1 to 1000"),
@@ -235,13 +240,14 @@ def test_cli_writes_the_image(package, tmp_path, capsys):
     from mmedge.cli.main import main
 
     out = tmp_path / "astronaut.png"
-    assert main(["run", str(package), "--engine", "litert", "--device", "x86-cpu", "--prompt", PROMPT,
+    assert main(["run", str(package), "--engine", "onnxruntime", "--variant", "fp32-static", "--device", "x86-cpu",
+                 "--prompt", PROMPT,
                  "--negative-prompt", NEGATIVE, "--steps", "3", "--guidance", "5", "--scheduler", "euler",
                  "--seed", "4", "--out", str(out), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert (data["out"], data["steps"], data["scheduler"], data["seed"]) == (str(out), 3, "euler", 4)
-    expected = load(package, "litert", "fp32-static").generate(PROMPT, negative_prompt=NEGATIVE, steps=3, guidance=5,
-                                                               scheduler="euler", seed=4)
+    expected = load(package, *STATIC).generate(PROMPT, negative_prompt=NEGATIVE, steps=3, guidance=5,
+                                               scheduler="euler", seed=4)
     np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(expected.image))
     img2img = tmp_path / "cat.png"
     assert main(["run", str(package), "--device", "x86-cpu", "--prompt", "", "--image", str(PHOTO), "--strength",

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import heavy_matrix
+
 from mmedge import runtime
 from mmedge.cli.main import main
 from mmedge.errors import InputError, StaticShapeError
@@ -19,8 +21,8 @@ from mmedge.runtime.preprocess.vits_text import VitsCharacters
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 TEXT = "Hello World, how are you?!"  # punctuation is outside the vocabulary: dropped as VitsTokenizer drops it
-VARIANTS = [("onnxruntime", "fp32"), ("onnxruntime", "fp32-static"), ("openvino", "fp32"),
-            ("openvino", "fp32-static"), ("litert", "fp32-static")]
+VARIANTS = heavy_matrix(("onnxruntime", "fp32"), ("onnxruntime", "fp32-static"), ("openvino", "fp32"),
+                        ("openvino", "fp32-static"), ("litert", "fp32-static"))
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +33,11 @@ def tiny_vits_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def vits_package(tiny_vits_dir, tmp_path_factory) -> Path:
-    """Every format, static too (~1 min of CPU: the two TFLite conversions take most of it)."""
+def vits_package(tiny_vits_dir, tmp_path_factory, matrix_formats) -> Path:
+    """Static too; every format in the slow stage, ONNX only by default (the TFLite conversions cost the most)."""
     from mmedge.exporter.export import export
 
-    return export(tiny_vits_dir, tmp_path_factory.mktemp("vits-pkg") / "vits", static=True)
+    return export(tiny_vits_dir, tmp_path_factory.mktemp("vits-pkg") / "vits", static=True, formats=matrix_formats)
 
 
 @pytest.fixture(scope="module")
