@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from mmedge import __version__
+from mmedge.cli.compress import add_quantize_parser
 from mmedge.cli.run_tasks import csv_list, describe_ran
 from mmedge.errors import MmedgeError, UsageError
 
@@ -339,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="engine threads (default: all cores)")
     p.add_argument("--json", metavar="OUT", help="write the advice JSON here")
     p.set_defaults(func=cmd_int8_advice, precision_hint=None)
+
+    add_quantize_parser(sub)
 
     p = sub.add_parser("report", help="compare profile JSONs (devices, variants, engines) in one HTML page")
     p.add_argument("profiles", nargs="+", help="JSON files written by mmedge profile --json")

@@ -66,3 +66,10 @@ class ExportError(MmedgeError):
 
 class ParityError(ExportError):
     """An exported file's outputs differ from PyTorch beyond the family's tolerance."""
+
+
+class BudgetError(MmedgeError):
+    """A compressed variant cannot meet its accuracy budget, even with its most sensitive layers kept in float;
+    nothing was written. The message gives the best value reached and what to change."""
+
+    exit_code = 7

@@ -1,0 +1,1 @@
+"""Graph-level quantizers, one module per format (see ``quantize.scheme`` for the contract)."""

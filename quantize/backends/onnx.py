@@ -1,0 +1,211 @@
+"""The ONNX backend: quantize one ONNX graph file by a ``Scheme`` (contract in ``quantize.scheme``), list the
+nodes a mode would quantize, and measure how much error each quantized node adds (``layer_errors``).
+
+Modes and their ``Scheme.options`` (defaults in ``onnx_options.DEFAULTS``; any other option is refused):
+
+- ``dynamic-int8`` (onnxruntime ``quantize_dynamic``): ``per_channel`` (True: per-tensor weights moved real
+  Whisper's transcript), ``weight_type`` int8|uint8, ``op_types`` (MatMul/Attention/LSTM; a Gemm with constant
+  weights is rewritten to MatMul and comes along; add "Gather" for uint8 embedding tables: the tiny Llama decoder
+  goes from 0.49x to 0.28x of its fp32 weights), ``matmul_const_b_only``, ``reduce_range``, ``pre_process``,
+  ``extra_options`` (passed to ORT as is).
+- ``static-int8`` (onnxruntime ``quantize_static``, QDQ, needs ``calibration``): ``preset`` S8S8|U8S8 (activation
+  + weight types; ``activation_type`` uint8|int8|uint16|int16 and ``weight_type`` int8|uint8 override it; 16-bit
+  activations make ORT upgrade the graph to opset 21), ``calibrate_method`` minmax|entropy|percentile,
+  ``percentile``, ``per_channel``, ``op_types`` (Conv/MatMul/Gemm), ``matmul_const_b_only``, ``reduce_range``,
+  ``pre_process`` (ORT's ``quant_pre_process`` on a copy), ``extra_options``.
+- ``fp16`` (onnxruntime.transformers ``convert_float_to_float16``, inputs and outputs kept fp32):
+  ``op_block_list`` (op types kept in fp32 besides ORT's own list).
+- ``int4`` (weight-only, symmetric; see ``onnx_int4``): ``tool`` onnxruntime|nncf, ``block_size`` (32),
+  ``embeddings`` (int4 embedding tables, onnxruntime), ``accuracy_level`` (MatMulNBits compute precision,
+  onnxruntime), ``ratio`` (share of int4 weights, the rest int8; nncf).
+
+``exclude`` names nodes as ``layers`` lists them (node names of ``src``); they stay float.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mmedge.errors import ExportError, InputError, UsageError
+from mmedge.quantize.backends import onnx_graph
+from mmedge.quantize.backends.onnx_options import DEFAULTS, options
+from mmedge.quantize.backends.onnx_sensitivity import layer_errors
+from mmedge.quantize.scheme import Scheme
+
+__all__ = ["DEFAULTS", "options", "quantize_graph", "layers", "layer_errors"]
+
+#: What to try when a tool fails, per mode (the error names the file and the tool's message).
+HINTS = {"dynamic-int8": "try per_channel=False, exclude the node named in the message, or quantize the unmerged "
+                         "decoder files",
+         "static-int8": "try pre_process=False, calibrate_method='minmax', 8-bit activations, or exclude the node "
+                        "named in the message",
+         "fp16": "add the op type named in the message to op_block_list, or exclude the node",
+         "int4": "try the other tool (tool='nncf' or tool='onnxruntime'), or exclude the node named in the message"}
+
+
+def layers(src: str | Path, scheme: Scheme) -> list[str]:
+    """Names of the nodes of ``src`` that ``scheme`` would quantize: the candidates of the sensitivity pass and
+    the names ``quantize_graph``'s ``exclude`` accepts."""
+    import onnx
+
+    opts = options(scheme)
+    return onnx_graph.candidates(onnx.load(str(_existing(src)), load_external_data=False), scheme.mode, opts)
+
+
+def _existing(src: str | Path) -> Path:
+    src = Path(src)
+    if not src.is_file():
+        raise UsageError(f"no ONNX graph at {src}; give the fp32 .onnx file of an artifact signature")
+    return src
+
+
+def _check_feeds(model, calibration) -> None:
+    if not calibration:
+        raise UsageError("static-int8 needs calibration feeds (a list of {graph input name: array}); record them "
+                         "by running the fp32 pipeline on real samples (quantize.calibration)")
+    inits = {i.name for i in model.graph.initializer}
+    names = {i.name for i in model.graph.input} - inits
+    for k, feed in enumerate(calibration):
+        keys = set(feed) if isinstance(feed, dict) else set()
+        if keys != names or not all(isinstance(v, np.ndarray) for v in feed.values()):
+            raise InputError(f"calibration feed {k} must map exactly the graph inputs {sorted(names)} to numpy "
+                             f"arrays; it has {sorted(map(str, keys)) if keys else type(feed).__name__}")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """ORT's quantizers log warnings on the root logger and print calibration progress: keep them off the
+    console (what matters goes into the record)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _fp16(model, dst: Path, opts: dict, exclude: list[str]) -> dict:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    large = onnx_graph.weight_bytes(model) > onnx_graph.EXTERNAL_ABOVE  # onnx shape inference stops at 2 GB
+    converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(opts["op_block_list"]),
+                                         node_block_list=exclude, disable_shape_infer=large)
+    return {"method": "onnxruntime.transformers convert_float_to_float16", "weights": "fp16",
+            "activations": "fp16 (inputs and outputs fp32)", "op_block_list": list(opts["op_block_list"]),
+            "files": onnx_graph.save(converted, dst)}
+
+
+def _tool(mode: str, opts: dict) -> str:
+    if mode == "int4" and opts["tool"] == "nncf":
+        import nncf
+
+        return f"nncf {nncf.__version__}"
+    import onnxruntime
+
+    return f"onnxruntime {onnxruntime.__version__}"
+
+
+def _apply(src: Path, model, dst: Path, mode: str, opts: dict, candidates: list[str], exclude: list[str],
+           calibration) -> dict:
+    """Run the mode's tool on ``model`` (the graph's structure, weights not loaded yet); returns its part of the
+    record."""
+    import onnx
+
+    from mmedge.quantize.backends import onnx_int4, onnx_int8
+
+    names = onnx_graph.tool_names(model, exclude, mode)
+    large = onnx_graph.weight_bytes(model) > onnx_graph.EXTERNAL_ABOVE
+    if mode in ("fp16", "int4"):  # these tools take the model in memory
+        onnx.load_external_data_for_model(model, str(src.parent))
+    if mode == "fp16":
+        return {**_fp16(model, dst, opts, exclude), "pre_process": False}
+    if mode == "int4":
+        quantize = onnx_int4.with_nncf if opts["tool"] == "nncf" else onnx_int4.with_onnxruntime
+        return {**quantize(model, dst, opts, names), "pre_process": False}
+    with tempfile.TemporaryDirectory(prefix="mmedge-onnx-") as tmp:  # the int8 quantizers take files
+        work, steps = onnx_int8.working_copy(src, Path(tmp), opts["pre_process"], candidates)
+        if mode == "dynamic-int8":
+            part = onnx_int8.dynamic(work, dst, opts, names, large)
+        else:
+            part = onnx_int8.static(work, dst, opts, names, large, calibration)
+    return {**part, "pre_process": steps != "none", "pre_process_steps": steps}
+
+
+def _quantized_count(qmodel, mode: str, outputs: dict[str, str], stop: set[str], exclude: list[str]) -> int:
+    """How many candidates (``outputs``: their output tensors, ``stop``: the fp32 graph's activations) the
+    written graph ``qmodel`` really quantized (fp16: converted, which ORT does for every node not blocked)."""
+    if mode == "fp16":
+        return len(set(outputs) - set(exclude))
+    producers = {o: n for n in qmodel.graph.node for o in n.output}
+    found = [onnx_graph.local(qmodel, output, stop, producers) for output in outputs.values()]
+    return sum(1 for loc in found if loc is not None and loc.quantized)
+
+
+def _check_runs(dst: Path, mode: str, feed: dict | None) -> None:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+        if feed is not None:
+            session.run(None, feed)
+    except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for load and run failures
+        raise ExportError(f"the {mode} graph {dst.name} does not run on ONNX Runtime CPU ({e}); {HINTS[mode]}") from e
+
+
+def quantize_graph(src: str | Path, dst: str | Path, scheme: Scheme, *,
+                   calibration: list[dict[str, np.ndarray]] | None = None, exclude: Sequence[str] = ()) -> dict:
+    """Write the ``scheme`` form of the ONNX graph ``src`` (external weights read from its folder, which is left
+    untouched) to ``dst`` and return the record: tool, mode, method, weight/activation types, excluded nodes,
+    ``quantized_nodes`` (counted in the written graph), ``candidates``, ``pre_process``, ``files`` (written
+    beside ``dst``: the graph and, above 1 GiB of weights, its ``.data``), ``weight_bytes`` of both graphs.
+    The written graph is loaded (and run on the first calibration feed, if any) on ONNX Runtime CPU."""
+    import onnx
+
+    src, dst = _existing(src), Path(dst)
+    mode, opts = scheme.mode, options(scheme)
+    try:
+        model = onnx.load(str(src), load_external_data=False)  # the weights only where a tool needs them
+    except Exception as e:  # noqa: BLE001 - onnx raises protobuf and file errors alike
+        raise ExportError(f"cannot read the ONNX graph {src} ({e}); re-export the package") from e
+    merged = onnx_graph.subgraph_weights(model)
+    if merged:
+        raise ExportError(f"{src.name} keeps weights inside If/Loop subgraphs ({', '.join(merged[:3])}: a merged "
+                          "decoder); the quantizers here would leave them float: quantize the unmerged decoders")
+    candidates = onnx_graph.candidates(model, mode, opts)
+    unknown = [name for name in exclude if name not in candidates]
+    if unknown:
+        raise UsageError(f"exclude names nodes {mode} would not quantize in {src.name}: {', '.join(unknown[:5])}; "
+                         f"layers() lists the candidates (e.g. {', '.join(candidates[:3])})")
+    if scheme.calibrated:
+        _check_feeds(model, calibration)
+    # facts of the fp32 graph, taken now: the tools change the loaded model in place
+    fp32_bytes, stop = onnx_graph.weight_bytes(model), onnx_graph.activations(model)
+    outputs = {n.name: n.output[0] for n in model.graph.node if n.name in set(candidates)}
+    try:
+        with _quiet():
+            part = _apply(src, model, dst, mode, opts, candidates, list(exclude), calibration)
+    except Exception as e:  # noqa: BLE001 - the tools raise ValueError, RuntimeError, onnx and ORT errors alike
+        raise ExportError(f"{_tool(mode, opts)} could not apply {mode} to {src.name} ({type(e).__name__}: {e}); "
+                          f"{HINTS[mode]}") from e
+    try:
+        _check_runs(dst, mode, calibration[0] if calibration else None)
+        qmodel = onnx.load(str(dst), load_external_data=False)  # the structure; sizes come from the protos' dims
+        quantized = _quantized_count(qmodel, mode, outputs, stop, list(exclude))
+        if quantized == 0:
+            raise ExportError(f"{mode} quantized none of the {len(candidates)} candidate nodes of {src.name}; "
+                              f"{HINTS[mode]}")
+    except ExportError:
+        for name in part["files"]:  # no half-good graph left behind
+            dst.with_name(name).unlink(missing_ok=True)
+        raise
+    return {"tool": _tool(mode, opts), "mode": mode, **part, "excluded": list(exclude), "quantized_nodes": quantized,
+            "candidates": len(candidates), "weight_bytes": {"fp32": fp32_bytes, mode: onnx_graph.weight_bytes(qmodel)}}
