@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mmedge import __version__
 from mmedge.cli.compress import add_quantize_parser
+from mmedge.cli.optimize import add_optimize_parser
 from mmedge.cli.run_tasks import csv_list, describe_ran
 from mmedge.errors import MmedgeError, UsageError
 
@@ -342,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_int8_advice, precision_hint=None)
 
     add_quantize_parser(sub)
+    add_optimize_parser(sub)
 
     p = sub.add_parser("report", help="compare profile JSONs (devices, variants, engines) in one HTML page")
     p.add_argument("profiles", nargs="+", help="JSON files written by mmedge profile --json")

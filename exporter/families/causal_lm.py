@@ -31,6 +31,14 @@ def kv_geometry(config) -> tuple[int, int, int]:
     heads = text.num_attention_heads
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    # GPT-2 with heads pruned by transformers' prune_heads (quantize.prune): the config keeps the original head
+    # count and lists the removed heads; every layer lost the same number (the pruner guarantees it)
+    pruned = {len(v) for v in (getattr(text, "pruned_heads", None) or {}).values()}
+    if len(pruned) > 1:
+        raise ExportError(f"layers lost different numbers of attention heads ({sorted(pruned)}); the KV cache needs "
+                          "one head count: prune the same number of heads in every layer (mmedge optimize --prune)")
+    if pruned:
+        kv_heads -= pruned.pop()
     return layers, kv_heads, head_dim
 
 

@@ -23,8 +23,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 TEXT_SUFFIXES = (".txt",)
 #: What each family trains on.
 KINDS = {"whisper": ("audio",), "causal-lm": ("text",), "clip": ("image", "text")}
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "horse", "coins", "page", "text", "clock")
 
 
 def load_inputs(inputs: Iterable[Any], family: str) -> dict[str, list]:
@@ -51,26 +49,18 @@ def load_inputs(inputs: Iterable[Any], family: str) -> dict[str, list]:
 
 
 def default_inputs(family: str) -> list:
-    """Real unlabelled samples that install offline: LibriVox speech (Debian ``pocketsphinx-testdata``) for
-    Whisper, scikit-image's photos and the embedded English corpus for CLIP and the causal LM."""
+    """Real unlabelled samples that install offline (``quantize.samples``: LibriVox speech for Whisper,
+    scikit-image's photographs for CLIP) and the embedded English corpus for CLIP and the causal LM."""
     from mmedge.exporter.families.tiny_corpus import CORPUS
+    from mmedge.quantize.samples import samples
 
     sentences = [line.strip() for line in CORPUS.strip().splitlines() if line.strip()]
     if family == "whisper":
-        clips = sorted(LIBRIVOX.glob("*.wav"))
-        if not clips:
-            raise UsageError(f"no default speech clips in {LIBRIVOX} (apt-get install pocketsphinx-testdata); "
-                             "pass audio files instead")
-        return clips
+        return [s.value for s in samples("audio")]
     if family == "causal-lm":
         return sentences
     if family == "clip":
-        try:
-            from skimage import data
-        except ImportError:
-            raise UsageError("default CLIP photos come from scikit-image (pip install scikit-image); "
-                             "pass image files instead") from None
-        return [Image.fromarray(np.asarray(getattr(data, name)())) for name in SKIMAGE_PHOTOS] + sentences
+        return [Image.fromarray(s.value) for s in samples("image")] + sentences
     raise UsageError(f"no default inputs for family {family!r}; choose one of {', '.join(KINDS)}")
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from mmedge.errors import UsageError
+from mmedge.quantize.spec_text import key_values
 
 FORM = ("comma-separated key=value pairs, e.g. 'layers=1/2,ffn=0.5,steps=200'. Keys: layers=K/N (keep K of every "
         "N layers, maximally spaced, first and last kept), layers=M (keep M layers) or layers=I+J+... (keep these "
@@ -107,18 +108,8 @@ def parse_distill_spec(text: str) -> DistillSpec:
     """Parse ``"layers=1/2,ffn=0.5,steps=200"`` into a ``DistillSpec``; unknown keys and bad values are a
     ``UsageError`` that names the valid form. ``epochs=`` replaces the default ``steps=``."""
     types = {f.name: f.type for f in fields(DistillSpec)}
-    values: dict[str, object] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        key, sep, raw = (s.strip() for s in part.partition("="))
-        if not sep or not raw:
-            raise UsageError(f"bad distill spec {text!r}: {part!r} is not key=value; expected {FORM}")
-        if key not in types:
-            raise UsageError(f"bad distill spec {text!r}: unknown key {key!r}; expected {FORM}")
-        if key in values:
-            raise UsageError(f"bad distill spec {text!r}: {key}= given twice; expected {FORM}")
-        values[key] = _convert(key, raw, types[key], text)
+    values: dict[str, object] = {key: _convert(key, raw, types[key], text)
+                                 for key, raw in key_values(text, "distill", types, FORM).items()}
     if "epochs" in values and "steps" not in values:
         values["steps"] = None
     return DistillSpec(**values)
