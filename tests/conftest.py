@@ -114,3 +114,13 @@ def matrix_formats(request) -> list[str]:
     and LiteRT cases are slow-marked by ``heavy_matrix`` and not collected then)."""
     selection = request.config.getoption("markexpr") or ""
     return ALL_FORMATS if "slow" in selection and "not slow" not in selection else ["onnx"]
+
+
+@pytest.fixture(scope="session")
+def vit_package(tmp_path_factory) -> Path:
+    """The tiny ViT classifier in every format, fixed shapes too: shared by the quantization tests (read only)."""
+    from mmedge.exporter.export import export
+    from mmedge.exporter.families import write_tiny_model
+
+    root = tmp_path_factory.mktemp("vit")
+    return export(write_tiny_model("vit", root / "src"), root / "pkg", static=True)

@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 
 from mmedge.errors import InputError, UsageError
-from mmedge.exporter.export import export
-from mmedge.exporter.families import write_tiny_model
 from mmedge.quantize.backends import openvino as backend
 from mmedge.quantize.scheme import Scheme
 from mmedge.runtime.package import open_package
@@ -90,22 +88,21 @@ def _bin_ratio(dst: Path, src: Path) -> float:
     return dst.with_suffix(".bin").stat().st_size / src.with_suffix(".bin").stat().st_size
 
 
-def _tiny(tmp: Path, name: str, component: str, feeds_of) -> tuple[Path, list[dict], list[dict], Path]:
-    """(fp32 IR of the exported tiny ``name``, its feeds, the fp32 outputs on them, a scratch folder)."""
-    pkg = export(write_tiny_model(name, tmp / "src"), tmp / "pkg", formats=["openvino"])
+def _tiny(tmp: Path, pkg: Path, component: str, feeds_of) -> tuple[Path, list[dict], list[dict], Path]:
+    """(fp32 IR of a tiny package's ``component``, its feeds, the fp32 outputs on them, a scratch folder)."""
     xml, sig, manifest = _graph(pkg, component)
     feeds = feeds_of(xml, sig, manifest)
     return xml, feeds, _run(xml, feeds), tmp
 
 
 @pytest.fixture(scope="module")
-def gpt2(tmp_path_factory):
-    return _tiny(tmp_path_factory.mktemp("ov-gpt2"), "gpt2", "decoder", lambda xml, sig, _: _gpt2_feeds(xml, sig))
+def gpt2(tmp_path_factory, lm_packages):
+    return _tiny(tmp_path_factory.mktemp("ov-gpt2"), lm_packages["gpt2"], "decoder", lambda xml, sig, _: _gpt2_feeds(xml, sig))
 
 
 @pytest.fixture(scope="module")
-def vit(tmp_path_factory):
-    return _tiny(tmp_path_factory.mktemp("ov-vit"), "vit", "classifier", lambda _, sig, man: _photo_feeds(sig, man))
+def vit(tmp_path_factory, vit_package):
+    return _tiny(tmp_path_factory.mktemp("ov-vit"), vit_package, "classifier", lambda _, sig, man: _photo_feeds(sig, man))
 
 
 def test_layers_per_mode(gpt2):

@@ -18,8 +18,6 @@ import numpy as np
 import pytest
 
 from mmedge.errors import InputError, UsageError
-from mmedge.exporter.export import export
-from mmedge.exporter.families import write_tiny_model
 from mmedge.quantize.backends import tflite as backend
 from mmedge.quantize.scheme import Scheme
 from mmedge.runtime.package import open_package
@@ -108,18 +106,17 @@ def _ops(path: Path, name: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def gpt2(tmp_path_factory):
+def gpt2(tmp_path_factory, lm_packages):
     tmp = tmp_path_factory.mktemp("tfl-gpt2")
-    path, art, _ = _tflite(export(write_tiny_model("gpt2", tmp / "src"), tmp / "pkg", formats=["tflite"]), "decoder")
+    path, art, _ = _tflite(lm_packages["gpt2"], "decoder")
     calls = _decoder_calls(path, art)
     return path, calls, _run(path, calls), tmp
 
 
 @pytest.fixture(scope="module")
-def vit(tmp_path_factory):
+def vit(tmp_path_factory, vit_package):
     tmp = tmp_path_factory.mktemp("tfl-vit")
-    path, art, manifest = _tflite(export(write_tiny_model("vit", tmp / "src"), tmp / "pkg", formats=["tflite"]),
-                                  "classifier")
+    path, art, manifest = _tflite(vit_package, "classifier")
     calls = _photo_calls(art, manifest)
     return path, calls, _run(path, calls), tmp
 

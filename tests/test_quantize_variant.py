@@ -131,16 +131,12 @@ def test_cli_quantize_adds_a_variant_and_reports(gpt2, tmp_path, capsys):
     assert "nothing to quantize" in capsys.readouterr().out and not (tmp_path / "z").exists()
 
 
-def test_static_int8_is_calibrated_on_real_photos(tmp_path_factory):
+def test_static_int8_is_calibrated_on_real_photos(vit_package, tmp_path):
     """A convolutional family (tiny ViT) gets static QDQ int8 calibrated on the feeds the pipeline recorded from
     real photos; its top-1 labels are scored against fp32 on the same photos."""
-    from mmedge.exporter.export import export
-    from mmedge.exporter.families import write_tiny_model
-
-    root = tmp_path_factory.mktemp("vit")
-    pkg = export(write_tiny_model("vit", root / "src"), root / "pkg", formats=["onnx"])
     photos = samples("image", limit=8)
-    result = add_variant(pkg, root / "out", Scheme("onnx", "static-int8", {"per_channel": True}), samples=photos)
+    result = add_variant(vit_package, tmp_path / "out", Scheme("onnx", "static-int8", {"per_channel": True}),
+                         samples=photos)
     art = open_package(result.package).manifest.components[next(iter(result.sizes))].find("onnx", "int8")
     q = art.parity["quantization"]
     assert q["calibration"]["used"] and q["calibration"]["samples"] == [p.name for p in photos]
