@@ -2,7 +2,8 @@
 
 ``int8`` means the scheme that serves the family best on each format: convolutional families (image
 classification, super-resolution, face expressions) get static int8 with calibration (ORT's dynamic ConvInteger
-is slower than float Conv on CPUs; OpenVINO's int8 convolutions need quantized activations), transformer
+is slower than float Conv on CPUs; OpenVINO's int8 convolutions need quantized activations; on ONNX through
+NNCF, whose bias correction keeps EfficientNet-Lite0 where ORT's own calibrators lose it), transformer
 families get ONNX dynamic int8 (no calibration, activations quantized per call) and OpenVINO int8 weight
 compression (optimum-intel's default for transformers); TFLite gets ai-edge-quantizer's dynamic-range int8.
 ``auto`` asks the device profile: the first precision its first route prefers (``devices.planner``), which is
@@ -23,6 +24,8 @@ def scheme_for(wish: str, fmt: str, family: str, options: dict | None = None) ->
     if wish in MODES.get(fmt, {}):
         return Scheme(fmt, wish, dict(options or {}))
     conv = family in CONV_FAMILIES
+    if wish == "int8" and fmt == "onnx" and conv:  # NNCF's calibration with bias correction (onnx_nncf: measured)
+        options = {"tool": "nncf", **(options or {})}
     table = {"int8": {"onnx": "static-int8" if conv else "dynamic-int8",
                       "openvino": "static-int8" if conv else "int8-weights", "tflite": "dynamic-int8"},
              "int4": {"onnx": "int4", "openvino": "int4-weights", "tflite": "int4-weights"},

@@ -18,6 +18,9 @@ import numpy as np
 QUANT_OPS = frozenset({"DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "MatMulNBits",
                        "GatherBlockQuantized", "QLinearMatMul", "QLinearConv", "QGemm", "QAttention",
                        "DynamicQuantizeLSTM", "DynamicQuantizeMatMul"})
+#: Integer types of quantized weights (uint8, int8, uint4, int4): a node reading such an initializer is quantized
+#: even without a quantizing op (an embedding lookup that gathers int8 rows and scales them; ``onnx_embeddings``).
+LOW_BIT = frozenset({2, 3, 21, 22})
 #: Above this much weight, files are written with their weights in ``<file>.data`` beside them (protobuf's 2 GB
 #: limit applies to the whole file; a margin keeps the graph's own bytes out of the question).
 EXTERNAL_ABOVE = 1 << 30
@@ -25,18 +28,20 @@ EXTERNAL_ABOVE = 1 << 30
 MAX_LOCAL_NODES = 32
 
 
-def weight_bytes(model) -> int:
-    """Bytes of the initializers and Constant tensors (int4 counted as half a byte), from the protos' metadata."""
+def tensor_bytes(t) -> int:
+    """Bytes of the TensorProto ``t`` (int4 counted as half a byte), from its metadata."""
     import onnx
 
-    def nbytes(t) -> int:
-        count = int(np.prod(t.dims)) if t.dims else 1
-        if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
-            return (count + 1) // 2
-        return count * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    count = int(np.prod(t.dims)) if t.dims else 1
+    if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+        return (count + 1) // 2
+    return count * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
 
+
+def weight_bytes(model) -> int:
+    """Bytes of the initializers and Constant tensors, from the protos' metadata."""
     consts = [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
-    return sum(nbytes(t) for t in [*model.graph.initializer, *consts])
+    return sum(tensor_bytes(t) for t in [*model.graph.initializer, *consts])
 
 
 def save(model, dst: Path) -> list[str]:
@@ -59,16 +64,17 @@ def written(dst: Path) -> list[str]:
     return [dst.name, data.name] if data.exists() else [dst.name]
 
 
-def _attr(node, name: str, default):
+def attr(node, name: str, default):
+    """The value of ``node``'s attribute ``name``, ``default`` when it has none."""
     from onnx import helper
 
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
-def _rewritten_gemm(node) -> bool:
+def rewritten_gemm(node) -> bool:
     """A Gemm that ONNX Runtime's dynamic and weight-only quantizers rewrite into MatMul(+Add) first."""
-    return (node.op_type == "Gemm" and _attr(node, "alpha", 1.0) == 1.0 and _attr(node, "beta", 1.0) == 1.0
-            and _attr(node, "transA", 0) == 0)
+    return (node.op_type == "Gemm" and attr(node, "alpha", 1.0) == 1.0 and attr(node, "beta", 1.0) == 1.0
+            and attr(node, "transA", 0) == 0)
 
 
 def subgraph_weights(model) -> list[str]:
@@ -98,14 +104,14 @@ def candidates(model, mode: str, opts: dict) -> list[str]:
         elif mode == "int4" and opts["tool"] == "nncf":
             take = op in ("MatMul", "Gemm") and const_b
         elif mode == "int4":
-            take = ((op == "MatMul" or _rewritten_gemm(node)) and const_b
+            take = ((op == "MatMul" or rewritten_gemm(node)) and const_b
                     or opts["embeddings"] and op == "Gather" and ins[0] in inits)
         elif op == "Gather":
             take = op in opts["op_types"] and ins[0] in inits
         elif op in ("MatMul", "Gemm"):
             # dynamic int8 quantizes a Gemm as the MatMul it rewrites it into
             as_matmul = mode == "dynamic-int8" and op == "Gemm"
-            wanted = ("MatMul" in opts["op_types"] and _rewritten_gemm(node)) if as_matmul else op in opts["op_types"]
+            wanted = ("MatMul" in opts["op_types"] and rewritten_gemm(node)) if as_matmul else op in opts["op_types"]
             take = wanted and (const_b or not opts["matmul_const_b_only"])
         else:
             take = op in opts["op_types"]
@@ -132,10 +138,11 @@ class Local:
     inputs: list[str]
     output: str
     initializers: list[str]
+    integer_weights: bool = False  # it reads 8- or 4-bit integer initializers (a lookup of quantized rows)
 
     @property
     def quantized(self) -> bool:
-        return any(n.op_type in QUANT_OPS for n in self.nodes)
+        return self.integer_weights or any(n.op_type in QUANT_OPS for n in self.nodes)
 
 
 def activations(model) -> set[str]:
@@ -148,7 +155,7 @@ def local(qmodel, output: str, stop: set[str], producers: dict | None = None) ->
     the way are the local computation. None when ``output`` is missing or the walk leaves the node's neighbourhood
     (more than ``MAX_LOCAL_NODES`` nodes, or a run-time tensor the fp32 graph never had)."""
     producers = producers if producers is not None else {o: n for n in qmodel.graph.node for o in n.output}
-    inits = {i.name for i in qmodel.graph.initializer}
+    inits = {i.name: i.data_type for i in qmodel.graph.initializer}
     if output not in producers:
         return None
     seen, nodes, inputs, used = set(), [], [], []
@@ -174,4 +181,5 @@ def local(qmodel, output: str, stop: set[str], producers: dict | None = None) ->
                 return None
     order = {id(n): k for k, n in enumerate(qmodel.graph.node)}
     nodes.sort(key=lambda n: order[id(n)])
-    return Local(nodes=nodes, inputs=inputs, output=output, initializers=used)
+    return Local(nodes=nodes, inputs=inputs, output=output, initializers=used,
+                 integer_weights=any(inits[name] in LOW_BIT for name in used))

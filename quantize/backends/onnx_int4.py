@@ -6,9 +6,9 @@ logits against fp32 over prefill and decode feeds):
 
 - ``onnxruntime`` (default): ``MatMulNBitsQuantizer``. It skips ``Gemm`` (GPT-2's Conv1D and the exporter's tied
   LM head are Gemms), so the graph first goes through ORT's own Gemm -> MatMul(+Add) rewrite, the one its dynamic
-  int8 quantizer applies; embedding tables become int4 ``GatherBlockQuantized``. GPT-2: 0.205x, cosine 0.991;
-  Llama: 0.158x, cosine 0.989. The tied GPT-2 table is stored twice (a Gather copy and a transposed MatMul
-  copy), which is why GPT-2 does not go lower.
+  int8 quantizer applies; embedding tables become int4 ``GatherBlockQuantized``. GPT-2: 0.159x, cosine 0.991;
+  Llama: 0.158x, cosine 0.989. A table tied to the LM head (GPT-2's) is stored once, the lookup reading the
+  head's MatMulNBits weight (``onnx_embeddings``; 0.205x with ORT's two copies).
 - ``nncf``: ``nncf.compress_weights(INT4_SYM)`` with ``ratio`` (the rest, and always the embeddings and the
   last layer, int8 per channel). GPT-2: 0.212x, cosine 0.999; Llama: 0.233x, cosine 0.998. Conv layers are kept
   out (NNCF's int8 backup for Conv writes a per-axis scale ORT rejects) and INT4_ASYM is not offered (ORT rejects

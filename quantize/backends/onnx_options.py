@@ -11,17 +11,19 @@ FP16_CANDIDATES = ("MatMul", "Gemm", "Conv", "ConvTranspose", "LayerNormalizatio
                    "InstanceNormalization", "GroupNormalization", "BatchNormalization", "Softmax", "ReduceMean",
                    "Pow", "Exp", "Erf")
 DEFAULTS: dict[str, dict] = {
-    "dynamic-int8": {"per_channel": True, "weight_type": "int8", "op_types": ("MatMul", "Attention", "LSTM"),
-                     "matmul_const_b_only": True, "reduce_range": False, "pre_process": False, "extra_options": {}},
+    "dynamic-int8": {"per_channel": True, "weight_type": "int8", "op_types": ("MatMul", "Attention", "LSTM", "Gather"),
+                     "conv": False, "matmul_const_b_only": True, "reduce_range": False, "pre_process": False,
+                     "extra_options": {}},
     "static-int8": {"preset": "S8S8", "activation_type": None, "weight_type": None, "calibrate_method": "minmax",
                     "percentile": 99.999, "per_channel": True, "op_types": ("Conv", "MatMul", "Gemm"),
-                    "matmul_const_b_only": False, "reduce_range": False, "pre_process": True, "extra_options": {}},
+                    "matmul_const_b_only": False, "reduce_range": False, "pre_process": True, "extra_options": {},
+                    "tool": "onnxruntime", "fast_bias_correction": False, "model_type": None},
     "fp16": {"op_block_list": ()},
     "int4": {"tool": "onnxruntime", "block_size": 32, "embeddings": True, "accuracy_level": None, "ratio": 1.0},
 }
 CHOICES = {"weight_type": ("int8", "uint8"), "activation_type": ("uint8", "int8", "uint16", "int16"),
            "calibrate_method": ("minmax", "entropy", "percentile"), "preset": ("S8S8", "U8S8"),
-           "tool": ("onnxruntime", "nncf"), "accuracy_level": (None, 0, 1, 2, 3, 4)}
+           "tool": ("onnxruntime", "nncf"), "accuracy_level": (None, 0, 1, 2, 3, 4), "model_type": (None, "transformer")}
 PRESETS = {"S8S8": ("int8", "int8"), "U8S8": ("uint8", "int8")}
 
 
@@ -67,6 +69,8 @@ def options(scheme: Scheme) -> dict:
         act, weight = PRESETS[opts["preset"]]
         opts["activation_type"] = opts["activation_type"] or act
         opts["weight_type"] = opts["weight_type"] or weight
+    if scheme.mode == "dynamic-int8" and opts["conv"] and "Conv" not in opts["op_types"]:
+        opts["op_types"] += ("Conv",)
     if scheme.mode == "fp16":
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 
