@@ -2,11 +2,10 @@
 parity, file sizes and the family's task metric against fp32, enforce an accuracy budget with a sensitivity pass,
 and write the result into the package atomically (the package is replaced only once the new one is complete).
 
-The sensitivity pass, when the budget is missed: every candidate layer gets an error score (the backend's own
-``layer_errors`` where it has one — the error each node adds, measured on the calibration feeds — else the graph
-error of quantizing one chunk of layers alone), then the worst 1, 2, 4, ... layers are kept in float until the
-budget holds. The chosen scheme, the excluded layers and every try are recorded in the manifest; when even
-keeping every layer in float would not pass, nothing is written and ``BudgetError`` says what was reached.
+The sensitivity pass, when the budget is missed: every candidate layer gets an error score
+(``quantize.sensitivity``), then the worst 1, 3, 9, ... layers are kept in float until the budget holds. The
+chosen scheme, the excluded layers and every try are recorded in the manifest; when the budget still fails with
+``max_excluded`` of the layers kept in float, nothing is written and ``BudgetError`` says what was reached.
 """
 
 from __future__ import annotations
@@ -18,22 +17,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from mmedge.errors import BudgetError, UsageError
 from mmedge.exporter.package_writer import commit, staging
 from mmedge.quantize import calibration as calib
-from mmedge.quantize.budget import Budget, parse_budget
+from mmedge.quantize.budget import METRICS, Budget, parse_budget
 from mmedge.quantize.evaluation import run_task, score
 from mmedge.quantize.samples import Sample, samples as default_samples
 from mmedge.quantize.scheme import MODES, Scheme
+from mmedge.quantize.sensitivity import graph_error, graph_files, sensitivity
 from mmedge.quantize.tasks import task_for
-from mmedge.runtime.engines.base import open_session
 from mmedge.runtime.manifest import Artifact, Component
 from mmedge.runtime.package import Package, open_package
 
 Log = Callable[[str], None]
-CHUNKS = 8  # generic sensitivity: candidate layers are scored in this many chunks per graph file
 
 
 @dataclass
@@ -66,38 +62,6 @@ def source_artifact(component: Component, fmt: str, static: bool | None) -> Arti
     return sorted(fp32, key=lambda a: a.static)[0] if fp32 else None
 
 
-def _graph_files(art: Artifact) -> list[str]:
-    return list(dict.fromkeys(s.file for s in art.signatures.values()))
-
-
-def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    norm = np.linalg.norm(b)
-    return float(np.linalg.norm(a - b) / norm) if norm else float(np.linalg.norm(a - b))
-
-
-def graph_error(fmt: str, reference: Path, candidate: Path, calls: list[calib.Call]) -> dict:
-    """Output error of ``candidate`` vs ``reference`` (same graph interface) on recorded calls: the mean and worst
-    relative L2 error over calls and float outputs, and the smallest cosine."""
-    engine = calib.ENGINE_OF_FORMAT[fmt]
-    options = calib.EXACT_OPTIONS.get(engine)
-    ref, cand = open_session(engine, reference, options=options), open_session(engine, candidate, options=options)
-    errors, cosines = [], []
-    for key, feeds in calls:
-        want, got = ref.run(feeds, key), cand.run(feeds, key)
-        for name, w in want.items():
-            if np.asarray(w).dtype.kind != "f":
-                continue
-            errors.append(_relative_error(got[name], w))
-            x, y = np.asarray(got[name], np.float64).ravel(), np.asarray(w, np.float64).ravel()
-            denom = np.linalg.norm(x) * np.linalg.norm(y)
-            cosines.append(float(x @ y / denom) if denom else 1.0)
-    if not errors:
-        return {"calls": len(calls), "relative_error_mean": None}
-    return {"calls": len(calls), "relative_error_mean": float(np.mean(errors)),
-            "relative_error_max": float(np.max(errors)), "cosine_min": float(np.min(cosines))}
-
-
 class _Variant:
     """The files of one try: every component's graphs quantized into ``<component>/<format>-<variant>/``."""
 
@@ -118,7 +82,7 @@ class _Variant:
         """{source graph file: layer names the scheme would quantize} (computed once)"""
         if self._candidates is None:
             self._candidates = {rel: list(self.backend.layers(self.pkg.file_path(rel), self.scheme))
-                                for art in self.sources.values() for rel in _graph_files(art)}
+                                for art in self.sources.values() for rel in graph_files(art)}
         return self._candidates
 
     def write(self, exclude: Sequence[str]) -> tuple[dict[str, Artifact], dict[str, dict]]:
@@ -127,7 +91,7 @@ class _Variant:
         for component, art in self.sources.items():
             shutil.rmtree(self.stage / self.folder(component), ignore_errors=True)
             renamed = {}
-            for rel in _graph_files(art):
+            for rel in graph_files(art):
                 dst = self.target(component, rel)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 feeds = calib.feeds_of(self.calls.get(rel, [])) if self.scheme.calibrated else None
@@ -149,51 +113,6 @@ class _Variant:
         manifest = self.pkg.manifest
         components = {n: replace(c, artifacts=(*c.artifacts, artifacts[n])) for n, c in manifest.components.items()}
         return Package(root=self.stage, manifest=replace(manifest, components=components))
-
-
-def _chunk_scores(variant: _Variant, candidates: dict[str, list[str]], log: Log) -> dict[str, float]:
-    """Generic sensitivity: per graph file, quantize one chunk of its candidate layers at a time (the rest float)
-    and score every layer of the chunk by the graph's output error."""
-    scores: dict[str, float] = {}
-    scratch = variant.stage / ".sensitivity"
-    for rel, layers in candidates.items():
-        calls = variant.calls.get(rel, [])
-        if not layers or not calls:
-            continue
-        src = variant.pkg.file_path(rel)
-        for i, chunk in enumerate(np.array_split(np.array(layers, dtype=object), min(CHUNKS, len(layers)))):
-            shutil.rmtree(scratch, ignore_errors=True)
-            dst = scratch / src.name
-            dst.parent.mkdir(parents=True)
-            keep = set(chunk.tolist())
-            variant.backend.quantize_graph(src, dst, variant.scheme, calibration=calib.feeds_of(calls)
-                                           if variant.scheme.calibrated else None,
-                                           exclude=[x for x in layers if x not in keep])
-            err = graph_error(variant.scheme.format, src, dst, calls)["relative_error_mean"] or 0.0
-            log(f"sensitivity {rel} chunk {i + 1}: error {err:.4g}")
-            scores.update({name: err for name in keep})
-    shutil.rmtree(scratch, ignore_errors=True)
-    return scores
-
-
-def sensitivity(variant: _Variant, candidates: dict[str, list[str]], log: Log) -> list[tuple[str, float]]:
-    """Candidate layers of every graph, worst first, with their error scores."""
-    if hasattr(variant.backend, "layer_errors"):
-        scores: dict[str, float] = {}
-        for rel, layers in candidates.items():
-            calls = variant.calls.get(rel, [])
-            if layers and calls:
-                log(f"sensitivity: {rel}")
-                scores.update(variant.backend.layer_errors(variant.pkg.file_path(rel),
-                                                           variant.target(_component_of(variant, rel), rel),
-                                                           calib.feeds_of(calls), layers))
-    else:
-        scores = _chunk_scores(variant, candidates, log)
-    return sorted(scores.items(), key=lambda kv: -kv[1])
-
-
-def _component_of(variant: _Variant, rel: str) -> str:
-    return next(c for c, a in variant.sources.items() if rel in _graph_files(a))
 
 
 def _sizes(pkg: Package, sources: dict[str, Artifact], artifacts: dict[str, Artifact]) -> dict[str, dict]:
@@ -265,8 +184,10 @@ def add_variant(package: str | Path, out_dir: str | Path, scheme: Scheme, *, nam
                 ordered = sensitivity(variant, candidates, log)
             step = max(1, 2 * len(excluded))
             if not ordered or len(excluded) >= len(ordered) or len(excluded) + step > max_excluded * max(total, 1):
+                best = (min if METRICS[target.metric][0] == "lower" else max)(
+                    tries, key=lambda t: t["metrics"][target.metric])
                 raise BudgetError(f"the {scheme.format} {scheme.mode} variant cannot meet the budget {target.text}: "
-                                  f"best reached {max(tries, key=lambda t: t['metrics'][target.metric])['metrics']} "
+                                  f"best reached {best['metrics']} "
                                   f"with up to {len(excluded)} of {total} layers kept in float; loosen the budget, "
                                   "give more calibration samples (--calibration DIR) or pick a milder mode "
                                   "(int8 instead of int4, static-int8 with --option per_channel=true)")
@@ -275,13 +196,13 @@ def add_variant(package: str | Path, out_dir: str | Path, scheme: Scheme, *, nam
         final = {}
         for comp, art in artifacts.items():
             graphs = {rel: graph_error(scheme.format, pkg.file_path(rel), variant.target(comp, rel), calls.get(rel, []))
-                      for rel in _graph_files(sources[comp])}
+                      for rel in graph_files(sources[comp])}
             final[comp] = replace(art, parity={
                 "quantization": {"format": scheme.format, "mode": scheme.mode, "options": scheme.options,
                                  "source_variant": source_variant,
-                                 "records": {r: records[r] for r in _graph_files(sources[comp])},
+                                 "records": {r: records[r] for r in graph_files(sources[comp])},
                                  "excluded": [x for x in excluded if any(x in candidates[r]
-                                                                         for r in _graph_files(sources[comp]))],
+                                                                         for r in graph_files(sources[comp]))],
                                  "calibration": {"samples": [s.name for s in calibrating],
                                                  "used": scheme.calibrated}},
                 "graph_vs_fp32": graphs, "size": sizes[comp],
