@@ -3,7 +3,8 @@ formats, shapes and precision chosen from the device profile where the user does
 
 The torch-level steps write Hugging Face folders under ``OUT``'s sibling work folder ``.OUT.work/`` (a student,
 a pruned copy, the distillation checkpoint), so a rerun after an interruption resumes distillation from its
-checkpoint and skips nothing silently: each step says what it did. The package is written atomically by the
+checkpoint and skips nothing silently: each step says what it did. A distilled model is then compared with its
+teacher (both exported to ONNX fp32): task metric, median latency and size on the family's real samples. The package is written atomically by the
 exporter; the quantized variants are then added to it atomically, each checked against the budget.
 """
 
@@ -46,6 +47,32 @@ def _prune(model: Path, spec, spec_text: str, work: Path) -> tuple[Path, dict]:
     return out, report  # the per-layer removals stay in pruned/prune_report.json
 
 
+def _against_teacher(teacher: str, student_model: Path, student_pkg: Path, work: Path,
+                     args: argparse.Namespace) -> dict:
+    """The exported student against the teacher exported the same way (ONNX fp32, cached in the work folder):
+    task metric, median latency and size on the family's real samples."""
+    from mmedge.exporter.export import export
+    from mmedge.quantize.evaluation import compare_packages
+    from mmedge.quantize.samples import samples
+    from mmedge.quantize.tasks import task_for
+    from mmedge.runtime.package import open_package
+
+    teacher_pkg = work / "teacher-package"
+    if not (teacher_pkg / "mmedge.json").is_file():
+        export(teacher, teacher_pkg, formats=["onnx"])
+    student, reference = open_package(student_pkg, verify=False), open_package(teacher_pkg, verify=False)
+    if ("onnx", "fp32") not in {(f, v) for f, v, _p, _s in student.manifest.variants()}:  # e.g. an NPU package
+        student = open_package(export(student_model, work / "student-package", formats=["onnx"]), verify=False)
+    modality = task_for(student.manifest.family, student.manifest.task).modality
+    found = samples(modality, folder=args.samples, limit=args.limit)
+    result = compare_packages(student, reference, found)
+    lat, size = result["latency_ms"], result["package_bytes"]
+    _say(f"distill: student vs teacher on {len(found)} samples: {result['metrics']}; median task call "
+         f"{lat['candidate']:.1f} ms vs {lat['reference']:.1f} ms; package {size['candidate'] / 1e6:.1f} MB vs "
+         f"{size['reference'] / 1e6:.1f} MB")
+    return result
+
+
 def cmd_optimize(args: argparse.Namespace) -> int:
     from mmedge.devices import profile as device_profile
     from mmedge.exporter.export import export
@@ -80,6 +107,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     _say(f"export: {model} for {prof.title}" + (f" ({', '.join(formats)})" if formats else ""))
     export(model, out, device=args.device, formats=formats, log=lambda m: _say(f"  {m}"))
     summary["steps"].append({"step": "export", "package": str(out)})
+    if args.distill:
+        summary["steps"].append({"step": "student vs teacher",
+                                 **_against_teacher(args.model, Path(model), out, work, args)})
     wish = None if args.quantize == "none" else args.quantize
     if wish == "auto":
         wish, why = auto_precision(args.device)

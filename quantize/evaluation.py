@@ -13,6 +13,7 @@ Metrics, by what the task returns:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable
@@ -54,16 +55,39 @@ class Scores:
 
 
 def run_task(package, fmt: str, variant: str, samples: Sequence[Sample], *,
-             log: Callable[[str], None] | None = None) -> list[dict]:
-    """The comparable outputs of the family's task on each sample, with ``variant`` on ``fmt``'s engine."""
+             log: Callable[[str], None] | None = None, times_ms: list[float] | None = None) -> list[dict]:
+    """The comparable outputs of the family's task on each sample, with ``variant`` on ``fmt``'s engine
+    (``times_ms``, when given, gets each task call's wall time)."""
     task = task_for(package.manifest.family, package.manifest.task)
     pipe, _ = load_pipeline(package, fmt, variant)
     out = []
     for i, sample in enumerate(samples, 1):
         if log:
             log(f"evaluate {fmt}/{variant} {i}/{len(samples)}: {sample.name}")
-        out.append(task.outputs(pipe, task.call(pipe, sample)))
+        start = time.perf_counter()
+        result = task.call(pipe, sample)
+        if times_ms is not None:
+            times_ms.append((time.perf_counter() - start) * 1000)
+        out.append(task.outputs(pipe, result))
     return out
+
+
+def compare_packages(candidate, reference, samples: Sequence[Sample], *, fmt: str = "onnx",
+                     log: Callable[[str], None] | None = None) -> dict:
+    """A smaller model (a distilled student, a pruned copy) against the one it came from, both fp32 on ``fmt``'s
+    engine: the task metrics of the candidate against the reference's outputs, the median task-call latency
+    (after one untimed warm-up call each) and the package sizes."""
+    kind = task_for(candidate.manifest.family, candidate.manifest.task).kind
+    times: dict[str, list[float]] = {"candidate": [], "reference": []}
+    outputs = {}
+    for role, pkg in (("reference", reference), ("candidate", candidate)):
+        run_task(pkg, fmt, "fp32", samples[:1])
+        outputs[role] = run_task(pkg, fmt, "fp32", samples, log=log, times_ms=times[role])
+    sizes = {role: sum(p.stat().st_size for p in pkg.root.rglob("*") if p.is_file())
+             for role, pkg in (("candidate", candidate), ("reference", reference))}
+    return {"metrics": score(kind, outputs["candidate"], outputs["reference"], samples),
+            "latency_ms": {role: float(np.median(t)) for role, t in times.items()},
+            "package_bytes": sizes, "samples": [s.name for s in samples], "engine_format": fmt}
 
 
 def score(kind: str, outputs: list[dict], reference: list[dict], samples: Sequence[Sample]) -> dict[str, float]:

@@ -25,9 +25,12 @@ def test_distill_prune_export_quantize_in_one_command(tiny_llama, tmp_path, caps
             "--quantize", "int8", "--budget", "agreement>=0.5", "--limit", "3", "--json", str(summary)]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert "distill:" in text and "prune: ffn=0.25" in text and "export:" in text and "onnx: dynamic-int8" in text
+    assert "distill: student vs teacher on 3 samples" in text and "prune: ffn=0.25" in text and "export:" in text and "onnx: dynamic-int8" in text
     steps = json.loads(summary.read_text())["steps"]
-    assert [s["step"] for s in steps] == ["distill", "prune", "export", "quantize"]
+    assert [s["step"] for s in steps] == ["distill", "prune", "export", "student vs teacher", "quantize"]
+    versus = steps[3]
+    assert 0.0 <= versus["metrics"]["agreement"] <= 1.0 and versus["latency_ms"]["candidate"] > 0
+    assert versus["package_bytes"]["candidate"] < versus["package_bytes"]["reference"]
     distilled, pruned = steps[0]["report"], steps[1]["report"]
     assert distilled["student_params"] < distilled["teacher_params"] and pruned["params_after"] < pruned["params_before"]
     manifest = open_package(out).manifest
