@@ -57,3 +57,18 @@ def test_bad_specs_fail_before_any_work(tiny_llama, tmp_path, capsys):
     assert "ffn" in capsys.readouterr().err
     assert main(["optimize", str(tiny_llama), str(tmp_path / "y"), "--device", "toaster"]) != 0
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.slow
+def test_distilled_and_pruned_model_exports_to_every_format(tiny_llama, tmp_path):
+    out = tmp_path / "all"
+    assert main(["optimize", str(tiny_llama), str(out), "--device", "x86-cpu", "--formats", "onnx,openvino,tflite",
+                 "--distill", "layers=1/2,steps=2,batch=2,eval_every=2", "--prune", "ffn=0.25,heads=0.5",
+                 "--quantize", "none", "--limit", "2"]) == 0
+    runs = {(f, v) for f, v, _p, _s in open_package(out).manifest.variants()}
+    assert {("onnx", "fp32"), ("openvino", "fp32"), ("tflite", "fp32-static")} <= runs
+    tokens = [runtime.load(out, engine=engine, variant=variant,
+                           options={"INFERENCE_PRECISION_HINT": "f32"} if engine == "openvino" else None)
+              .generate("hello there", max_new_tokens=5, do_sample=False).tokens
+              for engine, variant in (("onnxruntime", "fp32"), ("openvino", "fp32"), ("litert", "fp32-static"))]
+    assert tokens[0] == tokens[1] == tokens[2] and len(tokens[0]) == 5
