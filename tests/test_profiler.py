@@ -75,6 +75,15 @@ def test_generation_metrics_and_token_agreement(lm_packages):
     assert result["accuracy"]["metric"] == "token_agreement" and result["accuracy"]["value"] == 1.0
 
 
+
+def test_no_operator_profile_when_none_is_asked_for(clip_package):
+    """``operator_calls=0`` (what bench/compression.py asks for) times the task and says the per-operator part
+    was not asked for, instead of dividing by zero calls."""
+    result = profile(clip_package, engines=["onnxruntime"], variants=["fp32"], runs=2, warmup=0, operator_calls=0,
+                     progress=False)["results"][0]
+    assert result["latency_ms"]["runs"] == 2 and result["latency_ms"]["p50"] > 0
+    assert not result["operators"]["available"] and "operator_calls=0" in result["operators"]["reason"]
+
 def test_cli_profile_and_report_round_trip(clip_package, clip_profile, tmp_path, capsys):
     one = tmp_path / "ort.json"
     assert main(["profile", str(clip_package), "--engine", "onnxruntime", "--variants", "fp32-static", "--runs", "3",

@@ -40,6 +40,8 @@ def _load(spec: dict, options: dict):
 
 def _operators(spec: dict, pipe, runners, workload) -> dict:
     calls, top = spec["operator_calls"], spec.get("top_nodes", operators.TOP_NODES)
+    if calls <= 0:  # the caller asked for no per-operator profile (a benchmark timing only the task)
+        return {"available": False, "source": "none", "reason": "not asked for (operator_calls=0)"}
     engine = pipe.ran.engine
     if engine == "onnxruntime":
         return operators.profile_onnxruntime(runners, workload.run, calls, top_nodes=top)
