@@ -47,10 +47,12 @@ def quantize_formats(package: Path, out: Path, wish: str, formats: list[str], *,
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from mmedge.exporter.package_writer import recover
     from mmedge.quantize.plan import auto_precision, parse_options
     from mmedge.runtime.package import open_package
 
     package = Path(args.package)
+    recover(package)  # an earlier quantize killed while swapping the package in: the previous one is put back
     wish = args.mode
     if wish == "auto":
         if not args.device:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from mmedge.errors import BudgetError, UsageError
-from mmedge.exporter.package_writer import commit, staging
+from mmedge.exporter.package_writer import commit, recover, staging
 from mmedge.quantize import calibration as calib
 from mmedge.quantize.budget import METRICS, Budget, parse_budget
 from mmedge.quantize.evaluation import run_task, score
@@ -138,6 +138,7 @@ def add_variant(package: str | Path, out_dir: str | Path, scheme: Scheme, *, nam
     if scheme.format not in MODES or scheme.mode not in MODES[scheme.format]:
         known = "; ".join(f"{f}: {', '.join(m)}" for f, m in MODES.items())
         raise UsageError(f"unknown mode '{scheme.mode}' for {scheme.format} (known: {known})")
+    recover(package)  # a write of this package killed mid-swap: its previous version is put back first
     pkg = open_package(package)
     manifest = pkg.manifest
     task = task_for(manifest.family, manifest.task)

@@ -94,7 +94,8 @@ def load_runners(package: Package, *, engine: str | None = None, device: str | N
                 runners[name] = ComponentRunner(name, artifact, sessions)
         except (EngineUnavailableError, PackageError) as e:
             failures.append(e)
-            fallbacks.append({"what": f"{choice.format}/{choice.variant} on {choice.engine}", "why": str(e)})
+            where = f" ({merged['device']})" if merged.get("device") else ""  # OpenVINO: NPU, GPU or CPU
+            fallbacks.append({"what": f"{choice.format}/{choice.variant} on {choice.engine}{where}", "why": str(e)})
             continue
         info = RunInfo(device=device_name, engine=choice.engine, format=choice.format, variant=choice.variant,
                        precision=choice.precision, options=merged,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from mmedge.errors import ChecksumError, PackageError
 from mmedge.runtime.manifest import MANIFEST_NAME, Manifest
 
 _CHUNK = 1 << 20
+#: The scratch folders of ``exporter.package_writer`` next to a package NAME being written: never a package.
+SCRATCH_DIR = re.compile(r"^\.(?P<name>.+)\.(?P<kind>staging|final|old)-(?P<pid>\d+)-")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -39,7 +42,11 @@ class Package:
 
     def path(self, rel: str) -> Path:
         """Absolute path of a file named in the manifest; refuses paths that escape the package."""
-        candidate = (self.root / rel).resolve()
+        try:
+            candidate = (self.root / rel).resolve()
+        except (ValueError, OSError) as e:  # a NUL byte in the name, a symlink loop
+            raise PackageError(f"manifest path {rel!r} is not a usable file name ({e}); the package is damaged: "
+                               "re-export it") from None
         if Path(rel).is_absolute() or not candidate.is_relative_to(self.root.resolve()):
             raise PackageError(f"manifest path '{rel}' points outside the package {self.root}; "
                                "the package is damaged or hostile: re-export it")
@@ -91,14 +98,21 @@ def open_package(path: str | Path, *, verify: bool = True) -> Package:
     root = Path(path)
     if not root.is_dir():
         raise PackageError(f"{root} is not a model package directory; create one with `mmedge export MODEL {root}`")
+    scratch = next((m for p in (root.absolute(), root.absolute().parent) if (m := SCRATCH_DIR.match(p.name))), None)
+    if scratch:
+        raise PackageError(f"{root} is a scratch folder of an mmedge write of '{scratch['name']}' that did not finish, "
+                           f"not a package; rerun the export/quantize that writes '{scratch['name']}' (it removes "
+                           "this folder and, if needed, puts the previous package back)")
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise PackageError(f"{root} has no {MANIFEST_NAME}: not an mmedge package (or an export that did not "
                            f"finish); run `mmedge export MODEL {root}` again")
     try:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PackageError(f"{manifest_path} is not valid JSON ({e}); the package is damaged: re-export it") from None
+    except (ValueError, RecursionError) as e:  # JSON/UTF-8 errors are ValueErrors, as are ints over 4300 digits;
+        # nesting deeper than Python's recursion limit is a RecursionError
+        raise PackageError(f"{manifest_path} is not valid JSON ({str(e)[:200]}); the package is damaged: "
+                           "re-export it") from None
     package = Package(root=root, manifest=Manifest.from_dict(data))
     for rel in package.manifest.files:
         package.path(rel)  # path-escape check even when checksums are skipped

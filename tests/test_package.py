@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -137,6 +139,20 @@ def test_failed_write_leaves_no_package_and_keeps_the_old_one(clip_package, pack
             raise RuntimeError("killed")
     assert not fresh.exists()
 
+
+
+def test_written_package_has_the_umask_permissions_of_a_normal_directory(clip_package, tmp_path):
+    """The staging folder comes from mkdtemp (0700); the committed package is readable by other users as any
+    directory made under the process's umask is."""
+    m = open_package(clip_package).manifest
+    old = os.umask(0o022)
+    try:
+        with package_writer.staging(tmp_path / "pkg") as stage:
+            out = package_writer.commit(stage, tmp_path / "pkg", Manifest(family=m.family, task=m.task,
+                                                                           components=m.components))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
 
 def test_refuses_to_overwrite_a_foreign_directory(tmp_path):
     foreign = tmp_path / "photos"

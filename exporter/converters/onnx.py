@@ -16,6 +16,7 @@ from mmedge.errors import ExportError
 from mmedge.exporter.converters import Converted, ConvertedSignature, contract, file_name, graphs
 from mmedge.exporter.converters.onnx_weights import DATA_FILE, share_weights
 from mmedge.exporter.families.base import ComponentSpec
+from mmedge.exporter.package_writer import out_of_space
 
 OPSET = 18
 
@@ -61,6 +62,8 @@ def export_graph(spec: ComponentSpec, path: Path, sizes: dict[str, int] | None) 
             onnx.checker.check_model(str(path))
             return
         except Exception as e:  # each exporter has its own error types; keep the first line of each
+            if out_of_space(e):
+                raise  # the disk is full: the other exporter would fail too, and staging names the fix
             errors.append(f"{exporter.__name__.removeprefix('_export_')}: {str(e).strip().splitlines()[0][:300]}")
             path.unlink(missing_ok=True)
     raise ExportError(f"ONNX export of component '{spec.name}' failed: {' | '.join(errors)}")

@@ -13,6 +13,7 @@ from mmedge.errors import ExportError
 from mmedge.exporter.converters import Converted, ConvertedSignature, contract, file_name, graphs
 from mmedge.exporter.converters import onnx as onnx_converter
 from mmedge.exporter.families.base import ComponentSpec
+from mmedge.exporter.package_writer import out_of_space
 
 
 def convert(spec: ComponentSpec, out_dir: Path, *, static: bool, onnx_files: dict[str, Path] | None = None) -> Converted:
@@ -33,6 +34,8 @@ def convert(spec: ComponentSpec, out_dir: Path, *, static: bool, onnx_files: dic
                     model.reshape({t.name: list(t.shape(sizes)) for t in spec.inputs})
                 ov.save_model(model, str(path), compress_to_fp16=False)
             except Exception as e:
+                if out_of_space(e):
+                    raise  # staging names the fix
                 raise ExportError(f"OpenVINO conversion of component '{spec.name}' failed: "
                                   f"{str(e).strip().splitlines()[0][:300]}") from None
             result.signatures.append(ConvertedSignature(name=name, file=path, inputs=contract(spec.inputs, sizes=sizes),

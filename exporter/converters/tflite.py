@@ -15,6 +15,7 @@ import torch
 from mmedge.errors import ExportError
 from mmedge.exporter.converters import Converted, ConvertedSignature, contract
 from mmedge.exporter.families.base import ComponentSpec
+from mmedge.exporter.package_writer import check_room, out_of_space
 
 INT_TO_TFLITE = {"int64": "int32"}
 
@@ -32,6 +33,8 @@ def _int32(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 #: A TFLite file is one FlatBuffer, whose 32-bit offsets cap it at 2 GiB (weights included).
 FLATBUFFER_LIMIT = 2**31
+#: room a .tflite file needs beyond its weights (graph, signatures; a tiny model's is ~60 kB)
+GRAPH_BYTES = 1 << 20
 
 
 def weight_bytes(module: torch.nn.Module) -> int:
@@ -50,6 +53,7 @@ def convert(spec: ComponentSpec, out_dir: Path) -> Converted:
         raise ExportError(f"component '{spec.name}' has {size / 2**30:.1f} GiB of weights, over TFLite's 2 GiB file "
                           "limit (FlatBuffers): export it with --formats onnx,openvino")
     path = out_dir / "model.tflite"
+    check_room(out_dir, size + GRAPH_BYTES)  # a failed write aborts the converter's process: check before
     try:
         with _quiet():
             converter = litert_torch
@@ -57,6 +61,8 @@ def convert(spec: ComponentSpec, out_dir: Path) -> Converted:
                 converter = converter.signature(name, spec.module, sample_kwargs=_int32(spec.sample(sizes, 0)))
             converter.convert().export(str(path))
     except Exception as e:
+        if out_of_space(e):
+            raise  # staging names the fix
         raise ExportError(f"TFLite conversion of component '{spec.name}' failed: "
                           f"{str(e).strip().splitlines()[0][:300]}") from None
     return Converted(signatures=[

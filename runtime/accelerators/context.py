@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from mmedge.devices import DetectedDevice, detect
-from mmedge.errors import UsageError
 from mmedge.runtime.package import Package
 
 
@@ -42,14 +41,10 @@ class FileContext:
         return self.detected if self.detected is not None else detect()
 
     def cache_dir(self, options: dict[str, Any], kind: str) -> Path:
-        """``<cache root>/<kind>/<package>/<component>``, created. The root is the ``cache_dir`` option, else
-        ``$MMEDGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/mmedge`` or ``~/.cache/mmedge``."""
+        """``<cache root>/<kind>/<package>/<component>``. The root is the ``cache_dir`` option, else
+        ``$MMEDGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/mmedge`` or ``~/.cache/mmedge``. Not created here: the
+        engine creates it (``engines.base.cache_folder``) only when the accelerator really runs, so a plan that
+        falls back to the CPU writes nothing."""
         root = options.get("cache_dir") or os.environ.get("MMEDGE_CACHE_DIR") or Path(
             os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mmedge"
-        path = Path(root).expanduser() / kind / self.package / self.component
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UsageError(f"cannot create the {kind} cache folder {path} ({e.strerror}); "
-                             "pass options cache_dir=A_WRITABLE_FOLDER or set MMEDGE_CACHE_DIR") from None
-        return path
+        return Path(root).expanduser() / kind / self.package / self.component

@@ -41,6 +41,16 @@ def open_session(engine: str, path: str | Path, *, precision: str = "fp32", opti
     return module.load(Path(path), precision=precision, options=dict(options or {}))
 
 
+def cache_folder(path: str | Path) -> None:
+    """Create an accelerator's cache folder (``accelerators.context.FileContext.cache_dir``) just before the engine
+    uses it: only then, so that a run which falls back to the CPU writes nothing."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the cache folder {path} ({e.strerror}); pass options "
+                         "cache_dir=A_WRITABLE_FOLDER or set MMEDGE_CACHE_DIR") from None
+
+
 def engine_message(error: BaseException, limit: int = 300) -> str:
     """An engine's exception text on one line (OpenVINO's first line is only a source location)."""
     return " ".join(str(error).split())[:limit]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mmedge.errors import InputError, PackageError
-from mmedge.runtime.engines.base import EngineSession, engine_message, missing_engine
+from mmedge.runtime.engines.base import EngineSession, cache_folder, engine_message, missing_engine
 
 CPU = "CPUExecutionProvider"
 NVIDIA_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -71,6 +71,10 @@ class OrtSession(EngineSession):
         if not chain:
             chain = [CPU]
             self._fallbacks.append({"what": "requested providers", "why": f"none available; using {CPU}"})
+        for provider in chain:  # TensorRT's engine and timing caches (accelerators.tensorrt), only if it can run
+            for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+                if folder := (options.get("provider_options") or {}).get(provider, {}).get(key):
+                    cache_folder(folder)
         self._session = self._create(path, session_options(ort, options), chain,
                                      options.get("provider_options") or {})
         self._options = {k: v for k, v in options.items() if k != "fallbacks"}
