@@ -52,9 +52,15 @@ def _require(d: dict, key: str, kind: type | tuple[type, ...], where: str) -> An
     if not isinstance(d, dict) or key not in d:
         raise PackageError(f"manifest: {where} lacks '{key}'; re-export the package with `mmedge export`")
     value = d[key]
-    if not isinstance(value, kind):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):  # True is an int in Python
         raise PackageError(f"manifest: {where}.{key} has the wrong type ({type(value).__name__}); re-export the package")
     return value
+
+
+def _optional(d: dict, key: str, kind: type, where: str) -> Any:
+    """An optional field: None when absent or null, else type-checked like ``_require``."""
+    return None if d.get(key) is None else _require(d, key, kind, where)
 
 
 @dataclass(frozen=True)
@@ -84,11 +90,11 @@ class TensorSpec:
         shape = _require(d, "shape", list, where)
         if not all(isinstance(s, (int, str)) for s in shape):
             raise PackageError(f"manifest: {where}.shape must hold ints or dimension names")
-        dims = tuple(d.get("dims") or ())
+        dims = tuple(_optional(d, "dims", list, where) or ())
         if dims and (len(dims) != len(shape) or not all(n is None or isinstance(n, str) for n in dims)):
             raise PackageError(f"manifest: {where}.dims must name each axis of the shape (or be null)")
         return cls(name=_require(d, "name", str, where), dtype=dtype, shape=tuple(shape),
-                   engine_name=d.get("engine_name", "") or "", dims=dims)
+                   engine_name=_optional(d, "engine_name", str, where) or "", dims=dims)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "engine_name": self.engine_name, "dtype": self.dtype, "shape": list(self.shape),
@@ -109,7 +115,7 @@ class Signature:
     @classmethod
     def from_dict(cls, name: str, d: dict, where: str) -> Signature:
         return cls(
-            name=name, file=_require(d, "file", str, where), engine_key=str(d.get("engine_key", "") or ""),
+            name=name, file=_require(d, "file", str, where), engine_key=_optional(d, "engine_key", str, where) or "",
             inputs=tuple(TensorSpec.from_dict(t, f"{where}.inputs[{i}]")
                          for i, t in enumerate(_require(d, "inputs", list, where))),
             outputs=tuple(TensorSpec.from_dict(t, f"{where}.outputs[{i}]")
@@ -161,15 +167,18 @@ class Artifact:
                       for name, sig in _require(d, "signatures", dict, where).items()}
         if not signatures:
             raise PackageError(f"manifest: {where} has no signatures; re-export the package")
+        extra_files = _optional(d, "extra_files", list, where) or []
+        if not all(isinstance(f, str) for f in extra_files):
+            raise PackageError(f"manifest: {where}.extra_files must list file names; re-export the package")
         return cls(
             format=fmt,
             variant=_require(d, "variant", str, where),
             precision=precision,
             static=bool(_require(d, "static", bool, where)),
             file=_require(d, "file", str, where),
-            extra_files=tuple(d.get("extra_files", [])),
+            extra_files=tuple(extra_files),
             signatures=signatures,
-            parity=dict(d.get("parity", {})),
+            parity=dict(_optional(d, "parity", dict, where) or {}),
         )
 
     def to_dict(self) -> dict:
@@ -271,9 +280,11 @@ class Manifest:
                 raise PackageError(f"manifest: files['{rel}'] is not a sha256 hex digest; re-export the package")
         return cls(
             family=_require(d, "family", str, "manifest"), task=_require(d, "task", str, "manifest"),
-            components=components, source=dict(d.get("source", {})), tools=dict(d.get("tools", {})),
-            created_utc=str(d.get("created_utc", "")), preprocessing=dict(d.get("preprocessing", {})),
-            postprocessing=dict(d.get("postprocessing", {})), generation=dict(d.get("generation", {})),
+            components=components, source=dict(_optional(d, "source", dict, "manifest") or {}),
+            tools=dict(_optional(d, "tools", dict, "manifest") or {}), created_utc=str(d.get("created_utc", "")),
+            preprocessing=dict(_optional(d, "preprocessing", dict, "manifest") or {}),
+            postprocessing=dict(_optional(d, "postprocessing", dict, "manifest") or {}),
+            generation=dict(_optional(d, "generation", dict, "manifest") or {}),
             files=dict(files), schema_version=version,
             mobile=MobileSection.from_dict(d["mobile"]) if d.get("mobile") is not None else None)
 

@@ -67,7 +67,7 @@ def test_static_cache_limit_is_an_error_before_the_engine_runs(lm_packages):
     assert cache["max_cache_len"] == 128 and cache["prompt_buckets"] == [16, 64]
     pipe = runtime.load(lm_packages["gpt2"], engine="litert", device="x86-cpu")
     calls = []
-    pipe.decoder.runner.signature("decode").session.run = lambda *a, **k: calls.append(a)
+    pipe.decoder_runner.signature("decode").session.run = lambda *a, **k: calls.append(a)
     with pytest.raises(StaticShapeError, match="max_length=128"):
         pipe.generate("a cat " * 40, max_new_tokens=100)
     assert calls == []

@@ -8,6 +8,7 @@ single-threaded unless told otherwise, so ``num_threads`` is always passed (defa
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,9 @@ class LiteRtSession(EngineSession):
         if requested == "xnnpack" and delegated == 0:
             fallbacks = [*fallbacks, {"what": "xnnpack", "why": "LiteRT did not apply the XNNPACK delegate (CPU not "
                                                                 "recognised); running the reference kernels"}]
+        # The interpreter and its signature runners (which share its tensors) are not thread-safe: calls from
+        # several threads take turns. An interpreter per thread would hold the weights once per thread.
+        self._lock = threading.Lock()
         applied = requested if delegated is None or delegated else "none"  # None: this interpreter cannot tell
         self._info = {"engine": self.engine, "version": runtime_name, "num_threads": threads,
                       "delegate": applied, "delegated_nodes": delegated,
@@ -79,7 +83,8 @@ class LiteRtSession(EngineSession):
             raise PackageError(f"this .tflite file has no signature '{key}' (has: {', '.join(self._runners)}); "
                                "re-export the package")
         try:
-            outs = runner(**feeds)
+            with self._lock:
+                outs = runner(**feeds)
         except (ValueError, RuntimeError) as e:
             raise InputError(f"LiteRT rejected the inputs: {engine_message(e)}") from None
         return outs  # the signature runner returns fresh arrays the caller owns

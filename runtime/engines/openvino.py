@@ -18,7 +18,7 @@ import numpy as np
 
 from mmedge.devices.detect import intel_npu_node
 from mmedge.errors import EngineUnavailableError, InputError, PackageError
-from mmedge.runtime.engines.base import EngineSession, engine_message, missing_engine
+from mmedge.runtime.engines.base import EngineSession, cache_folder, engine_message, missing_engine
 
 DEFAULT_PRECISION_HINT = "f32"
 #: where this machine's /dev/accel is looked for (tests point it at a fake root).
@@ -90,6 +90,8 @@ class OpenVinoSession(EngineSession):
         available = list(core.available_devices)
         if device.split(".")[0] not in {d.split(".")[0] for d in available} and device != "AUTO":
             raise _unavailable(device, available)
+        if "CACHE_DIR" in config:  # accelerators.openvino_npu: only once the device is known to be here
+            cache_folder(config["CACHE_DIR"])
         try:
             model = core.read_model(str(path))
         except Exception as e:
@@ -102,6 +104,11 @@ class OpenVinoSession(EngineSession):
             what = f"the NPU compiler rejected {path.name}" if npu else f"OpenVINO could not compile {path.name} for {device}"
             raise EngineUnavailableError(f"{what}: {engine_message(e)}") from None
         self._request = self._compiled.create_infer_request()
+        # An InferRequest is not thread-safe (the compiled model is): each call takes an idle request from this
+        # pool, or a new one when every request is busy, so one session serves several threads at once (at most
+        # one request per concurrent caller). list.pop/append are atomic. With one caller ``_request`` is the
+        # only request, so the profiler reads its performance counters there.
+        self._idle = [self._request]
         # Names from the read model: compiling can fuse away a last no-op node (Swin2SR's final crop to the full
         # size), and the compiled port then carries the producer's name too, which get_any_name() may return.
         self._outputs = [(o, m.get_any_name()) for o, m in zip(self._compiled.outputs, model.outputs)]
@@ -110,11 +117,17 @@ class OpenVinoSession(EngineSession):
 
     def run(self, feeds: dict[str, np.ndarray], key: str = "") -> dict[str, np.ndarray]:
         try:
+            request = self._idle.pop()
+        except IndexError:
+            request = self._compiled.create_infer_request()
+        try:
             # share_inputs: the arrays are contiguous and of the right dtype (ComponentRunner ensures it) and
             # the call is synchronous, so OpenVINO may read them in place.
-            result = self._request.infer(feeds, share_inputs=True)
+            result = request.infer(feeds, share_inputs=True)
         except Exception as e:
             raise InputError(f"OpenVINO rejected the inputs: {engine_message(e)}") from None
+        finally:
+            self._idle.append(request)
         # infer() copies outputs out of the request by default (share_outputs=False): the caller owns them.
         return {name: result[port] for port, name in self._outputs}
 

@@ -50,7 +50,9 @@ class SearchResult:
 
 
 class ClipPipeline:
-    """Runs a CLIP package. Build it with ``mmedge.runtime.load(path)``."""
+    """Runs a CLIP package. Build it with ``mmedge.runtime.load(path)``.
+
+    Thread-safe: it holds no per-call state, and the engine sessions may be called from several threads."""
 
     family = "clip"
     task = "zero-shot-image-classification"

@@ -50,7 +50,9 @@ class ClassificationResult:
 
 
 class ImageClassificationPipeline:
-    """Runs an ``image-classification`` package. Build it with ``mmedge.runtime.load(path)``."""
+    """Runs an ``image-classification`` package. Build it with ``mmedge.runtime.load(path)``.
+
+    Thread-safe: it holds no per-call state, and the engine sessions may be called from several threads."""
 
     family = "image-classification"
     task = "image-classification"

@@ -78,6 +78,14 @@ def timed_generate(model, prompt: list[int], config: GenerationConfig, tokenizer
 
 
 class TextGenerationPipeline:
+    """Runs a ``causal-lm`` package. Build it with ``mmedge.runtime.load(path)``.
+
+    Thread-safe: one pipeline may serve ``generate``/``stream`` calls from several threads at once. The KV
+    cache is per call state, so every call (and every ``ChatSession``) gets its own ``CachedDecoder`` over the
+    shared engine sessions, which are themselves safe to call from several threads (see ``runtime/engines``).
+    A ``ChatSession`` is one conversation: its turns are sequential by nature, so give each thread its own.
+    """
+
     family = "causal-lm"
     task = "text-generation"
 
@@ -89,7 +97,12 @@ class TextGenerationPipeline:
         self.config = GenerationConfig.from_dict(gen.get("config", {}))
         self.chat_markers = text.get("chat")
         pad = text.get("pad_token_id")
-        self.decoder = CachedDecoder(runners["decoder"], gen["cache"], pad_token_id=pad if pad is not None else 0)
+        self.decoder_runner, self.cache = runners["decoder"], gen["cache"]
+        self.pad_token_id = pad if pad is not None else 0
+
+    def new_decoder(self) -> CachedDecoder:
+        """A fresh, empty KV cache over the package's decoder: one per call or chat, never shared."""
+        return CachedDecoder(self.decoder_runner, self.cache, pad_token_id=self.pad_token_id)
 
     def _config(self, overrides: dict) -> GenerationConfig:
         return self.config.with_overrides(**{k: v for k, v in overrides.items() if v is not None})
@@ -99,13 +112,14 @@ class TextGenerationPipeline:
             raise InputError("the prompt is empty; give some text, e.g. --prompt 'Once upon a time'")
         ids = self.tokenizer.encode(prompt)
         if not ids:
-            raise InputError("the prompt produced no tokens")
+            raise InputError("the prompt produced no tokens; give text the model can read, "
+                             "e.g. --prompt 'Once upon a time'")
         return ids
 
     def generate(self, prompt: str, *, on_text: Callable[[str], None] | None = None, **overrides) -> GenerationResult:
         """Generate a continuation of ``prompt``; ``on_text`` receives text pieces as they come (streaming).
         Overrides are ``GenerationConfig`` fields (max_new_tokens, temperature, top_p, num_beams, seed...)."""
-        out, timings = timed_generate(self.decoder, self._prompt_ids(prompt), self._config(overrides),
+        out, timings = timed_generate(self.new_decoder(), self._prompt_ids(prompt), self._config(overrides),
                                       self.tokenizer, on_text=on_text)
         return GenerationResult(text=self.tokenizer.decode(out.tokens), tokens=out.tokens, stop_reason=out.stop_reason,
                                 prompt_tokens=out.num_prompt_tokens, timings=timings, ran=self.ran)
@@ -114,7 +128,7 @@ class TextGenerationPipeline:
         """Text pieces as they are generated (greedy or sampling)."""
         config = self._config(overrides)
         pieces = IncrementalDecoder(self.tokenizer)
-        for token in stream(self.decoder, self._prompt_ids(prompt), config):
+        for token in stream(self.new_decoder(), self._prompt_ids(prompt), config):
             piece = pieces.push(token)
             if piece:
                 yield piece
@@ -138,7 +152,11 @@ class ChatSession:
     # transform that expands the placeholder, and the step model that splices image features in.
     first_user_prefix: str | None = None
     prepare_ids: Callable[[list[int]], list[int]] | None = None
-    model: object | None = None
+    model: object | None = None  # the session's own step model (default: a new decoder of ``pipe``)
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            self.model = self.pipe.new_decoder()
 
     def send(self, message: str, *, on_text: Callable[[str], None] | None = None, **overrides) -> GenerationResult:
         if not message.strip():
@@ -164,7 +182,7 @@ class ChatSession:
         if self.prepare_ids is not None:
             ids = self.prepare_ids(ids)
         config = self.pipe._config({**overrides, "num_beams": 1})
-        out, timings = timed_generate(self.model or self.pipe.decoder, ids, config, tok, on_text=on_text,
+        out, timings = timed_generate(self.model, ids, config, tok, on_text=on_text,
                                       continue_cache=bool(self.history))
         self._last = (out.sequence[-1], out.stop_reason)
         reply = tok.decode(out.tokens)

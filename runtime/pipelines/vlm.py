@@ -69,8 +69,14 @@ class VlmPipeline:
         self.chat_markers = text["chat"]
         self.config = GenerationConfig.from_dict(gen.get("config", {}))
         pad = text.get("pad_token_id")
-        self.decoder = CachedDecoder(runners["decoder"], gen["cache"], pad_token_id=pad if pad is not None else 0,
-                                     embeddings=embeddings)
+        self.decoder_runner, self.cache, self.embeddings = runners["decoder"], gen["cache"], embeddings
+        self.pad_token_id = pad if pad is not None else 0
+
+    def new_decoder(self) -> CachedDecoder:
+        """A fresh KV cache over the package's decoder: each chat owns one, so chats and threads never share a
+        cache (see ``TextGenerationPipeline``)."""
+        return CachedDecoder(self.decoder_runner, self.cache, pad_token_id=self.pad_token_id,
+                             embeddings=self.embeddings)
 
     def _config(self, overrides: dict) -> GenerationConfig:
         return self.config.with_overrides(**{k: v for k, v in overrides.items() if v is not None})
@@ -95,7 +101,7 @@ class VlmPipeline:
             return ChatSession(self, system)
         features = self.image_features(image)
         return ChatSession(self, system, first_user_prefix=m["user_prefix_image"], prepare_ids=self._expand,
-                           model=ImageSplicer(self.decoder, features, self.image_token_id))
+                           model=ImageSplicer(self.new_decoder(), features, self.image_token_id))
 
     def answer(self, image: Any, question: str, *, on_text: Callable[[str], None] | None = None,
                **overrides) -> GenerationResult:
