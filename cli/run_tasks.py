@@ -17,8 +17,15 @@ def csv_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+#: the tasks whose ``mmedge run`` reads --audio: given to any other package it would be silently ignored
+AUDIO_TASKS = ("automatic-speech-recognition", "audio-classification")
+
+
 def run(pipe, args: argparse.Namespace) -> int:
     """Run the task of ``pipe``'s family with the inputs in ``args``; print the result and what ran."""
+    if args.audio and pipe.task not in AUDIO_TASKS:
+        raise UsageError(f"--audio is for speech recognition and audio classification packages; this one is "
+                         f"'{pipe.family}' ({pipe.task}): drop --audio or run an audio package")
     if pipe.family in ("causal-lm", "seq2seq"):
         return _run_text_generation(pipe, args)
     if pipe.task == "text-to-image":

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mmedge.errors import PackageError
 from mmedge.runtime.loader import RunInfo, load_runners
 from mmedge.runtime.manifest import SCHEMA_VERSION, Manifest
 from mmedge.runtime.package import Package, open_package, sha256_file
@@ -33,7 +34,12 @@ def load(path: str | Path, *, engine: str | None = None, device: str | None = No
     cls = pipeline_class(package.manifest.family)
     runners, ran = load_runners(package, engine=engine, device=device, variant=variant, options=options,
                                 verify=verify)
-    return cls(package, runners, ran)
+    try:
+        return cls(package, runners, ran)
+    except (KeyError, IndexError, TypeError, ValueError) as e:  # a constructor only reads the manifest and runners
+        raise PackageError(f"this package does not fit the '{package.manifest.family}' pipeline "
+                           f"({type(e).__name__} {e}): its manifest's family or components were changed, or another "
+                           "tool wrote it; re-export the package") from None
 
 
 __all__ = ["load", "open_package", "Package", "Manifest", "RunInfo", "SCHEMA_VERSION", "sha256_file"]

@@ -63,13 +63,27 @@ class SignatureRunner:
                         f"{self.artifact.format}/{self.artifact.variant} artifact, got {got}; use a dynamic "
                         "variant or export with shapes that fit")
             if x.dtype.kind == "f" and name not in self.trusted and not np.isfinite(x).all():
-                raise InputError(f"{self.component}: input '{name}' contains NaN or Inf")
+                raise InputError(f"{self.component}: input '{name}' contains NaN or Inf; replace or drop the "
+                                 "non-finite values (e.g. np.nan_to_num) before calling")
             if x.dtype != target:
-                if target.kind in "iu" and x.size and (x.min() < np.iinfo(target).min or x.max() > np.iinfo(target).max):
-                    raise InputError(f"{self.component}: input '{name}' has values outside {spec.dtype}")
-                x = x.astype(target)
+                x = self._convert(name, spec, x, target)
             checked[spec.bound_name] = x if x.flags.c_contiguous else np.ascontiguousarray(x)
         return checked
+
+    def _convert(self, name: str, spec: TensorSpec, x: np.ndarray, target: np.dtype) -> np.ndarray:
+        """``x`` cast to the artifact's dtype, refusing casts that would change values: non-numbers, fractions
+        into an integer input (a float token id would be truncated), integers out of the target's range."""
+        if x.dtype.kind not in "biuf":
+            raise InputError(f"{self.component}: input '{name}' has dtype {x.dtype}; pass a numeric array "
+                             f"({spec.dtype})")
+        if target.kind in "iu" and x.size:
+            if x.dtype.kind == "f" and (x != np.trunc(x)).any():
+                raise InputError(f"{self.component}: input '{name}' has fractional values; pass integer "
+                                 f"values ({spec.dtype})")
+            if x.min() < np.iinfo(target).min or x.max() > np.iinfo(target).max:
+                raise InputError(f"{self.component}: input '{name}' has values outside {spec.dtype}; pass "
+                                 f"values that fit {spec.dtype}")
+        return x.astype(target)
 
     def _run_once(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``feeds`` use engine names (as ``_check`` returns them); the result uses logical names."""

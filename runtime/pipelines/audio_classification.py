@@ -7,10 +7,11 @@ clip that fits one window gets the logits transformers gives: a dynamic artifact
 ``processor(clip, padding="max_length", max_length=window)`` does, with the attention mask when the model takes
 one (the padding is then left out of the pooled mean; models without a mask see the padding, as in transformers).
 
-Longer clips (static artifacts, or any artifact with ``window_s``) are cut into consecutive windows, each
-classified on its own; the clip's probabilities are the mean of the windows' probabilities weighted by their real
-length, and ``chunks`` holds every window's own. A trailing piece shorter than the conv encoder's receptive field
-(25 ms for wav2vec2) yields no frame and is skipped; a whole clip that short is an ``InputError``.
+Longer clips (static artifacts, dynamic ones beyond ``MAX_WHOLE_CLIP_S`` = 30 s, or any artifact with
+``window_s``) are cut into consecutive windows, each classified on its own; the clip's probabilities are the mean
+of the windows' probabilities weighted by their real length, and ``chunks`` holds every window's own. A trailing
+piece shorter than the conv encoder's receptive field (25 ms for wav2vec2) yields no frame and is skipped; a whole
+clip that short is an ``InputError``.
 """
 
 from __future__ import annotations

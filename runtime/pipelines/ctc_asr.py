@@ -3,8 +3,9 @@
 Pre-processing equals ``Wav2Vec2FeatureExtractor`` and decoding equals ``Wav2Vec2CTCTokenizer.decode(argmax)``
 (see ``mmedge.runtime.preprocess.ctc``), so a transcript is the one transformers gives for the same weights.
 
-Windows. A dynamic artifact runs the whole recording at once (``window_s=None``), or disjoint ``window_s``
-windows. A static artifact has a fixed window (the ``samples`` axis of its signature, 10 s for real models):
+Windows. A dynamic artifact runs the whole recording at once (``window_s=None``; recordings longer than
+``MAX_WHOLE_CLIP_S``, 30 s, in windows of that length, as attention memory grows with the square of the length), or
+disjoint ``window_s`` windows. A static artifact has a fixed window (the ``samples`` axis of its signature, 10 s for real models):
 the audio is cut into consecutive disjoint windows of that size (or of a smaller ``window_s``) and the last one
 is padded up to the fixed size. Each window is processed as transformers processes one utterance on its own:
 ``processor(window, padding="max_length", max_length=W)`` — padded with ``padding_value`` and then normalised

@@ -27,7 +27,7 @@ import numpy as np
 from mmedge.errors import InputError, PackageError, StaticShapeError
 from mmedge.runtime.loader import RunInfo
 from mmedge.runtime.package import Package
-from mmedge.runtime.preprocess.image import ImageInput, save_image
+from mmedge.runtime.preprocess.image import ImageInput, image_size, save_image
 from mmedge.runtime.preprocess.planes import to_image, to_pixels, to_planes, with_alpha
 from mmedge.runtime.preprocess.tiling import check_tiling, tiles
 from mmedge.runtime.runner import ComponentRunner
@@ -90,14 +90,16 @@ class SuperResolutionPipeline:
 
     def upscale(self, image: ImageInput, *, tile: int | None = None, overlap: int | None = None,
                 max_output_pixels: int = MAX_OUTPUT_PIXELS) -> UpscaleResult:
-        """Upscale one image (path, PIL image, uint8/uint16 array) by the model's ``scale``."""
-        planes = to_planes(image)
-        height, width = planes.rgb.shape[:2]
+        """Upscale one image (path, PIL image, uint8/uint16 array) by the model's ``scale``. Too large an output
+        is refused from the file's header, before the input's pixels (12 bytes each as float planes) are read."""
+        width, height = image_size(image) or (0, 0)
         if height * width * self.scale ** 2 > max_output_pixels:
             raise InputError(f"a {width}x{height} image upscaled x{self.scale} has "
                              f"{width * height * self.scale ** 2 / 1e6:.3g} megapixels, above the limit of "
                              f"{max_output_pixels / 1e6:.3g} (max_output_pixels); downscale or crop the input, or "
                              "raise max_output_pixels if the memory is there")
+        planes = to_planes(image)
+        height, width = planes.rgb.shape[:2]
         channels = () if planes.gray else (3,)
         out = np.empty((height * self.scale, width * self.scale, *channels), dtype=planes.dtype)
 

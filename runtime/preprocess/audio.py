@@ -54,6 +54,9 @@ def supported_formats() -> str:
     return base + f"; FLAC/OGG/MP3/AIFF need {AUDIO_EXTRA}"
 
 
+MIN_SAMPLING_RATE = 1000  # below any real recording (telephone speech is 8 kHz); guards the resampler's output size
+
+
 def load_audio(source: AudioInput, *, sampling_rate: int = WHISPER_SAMPLING_RATE,
                target_rate: int = WHISPER_SAMPLING_RATE, raw_format: RawFormat | None = None) -> np.ndarray:
     """Return float32 mono samples at ``target_rate`` (16 kHz for Whisper) from a file path or an array.
@@ -76,12 +79,18 @@ def load_audio(source: AudioInput, *, sampling_rate: int = WHISPER_SAMPLING_RATE
                          f"array of samples. Supported: {supported_formats()}")
     if frames.shape[0] == 0:
         raise InputError(f"{where} contains no audio samples; give a recording at least a few milliseconds long")
-    if rate <= 0:
-        raise InputError(f"sampling rate of {where} is {rate}; give the rate the audio was recorded at (e.g. 16000)")
+    if rate < MIN_SAMPLING_RATE:  # a damaged or crafted header: resampling 1 Hz to 16 kHz would multiply it 16000x
+        raise InputError(f"sampling rate of {where} is {rate} Hz, below {MIN_SAMPLING_RATE} Hz (the header is damaged "
+                         "or wrong); give the rate the audio was recorded at (e.g. 16000), or convert the file first "
+                         "(`ffmpeg -i IN -ar 16000 OUT.wav`)")
     mono = frames.mean(axis=1, dtype=np.float64).astype(np.float32) if frames.shape[1] > 1 else frames[:, 0]
     if not np.isfinite(mono).all():
         raise InputError(f"{where} contains NaN or infinite samples; give finite audio in [-1, 1]")
-    return np.ascontiguousarray(resample(mono, rate, target_rate), dtype=np.float32)
+    out = resample(mono, rate, target_rate)
+    if out.shape[0] == 0:  # soxr rounds a few samples at a higher rate down to none
+        raise InputError(f"{where} holds {frames.shape[0]} sample(s) at {rate} Hz, less than one at {target_rate} Hz; "
+                         "give a recording at least a few milliseconds long")
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -95,24 +104,25 @@ def _bad(path: Path, why: str) -> InputError:
 def _read_file(path: Path, raw_format: RawFormat | None) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise InputError(f"audio file not found: {str(path)!r}; give the path of an existing audio file")
-    data = path.read_bytes()
+    data = memoryview(path.read_bytes())  # slices of a memoryview share the file's bytes: no copy per chunk
     if not data:
         raise _bad(path, "the file is empty (0 bytes)")
     if raw_format is not None or path.suffix.lower() in RAW_SUFFIXES:
         return _decode_raw(data, raw_format or RawFormat(), path)
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+    head = bytes(data[:12])
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return _decode_wav(data, path)
-    if len(data) < 12 and b"RIFF".startswith(data[:4]):
+    if len(head) < 12 and b"RIFF".startswith(head[:4]):
         raise _bad(path, "truncated or damaged RIFF/WAV header")
-    if data[:4] == b"RIFF":  # e.g. a WEBP image or an AVI video
-        raise _bad(path, f"a RIFF file of type {data[8:12].decode('latin-1')!r}, not WAVE audio")
-    kind = next((name for magic, name in _SOUNDFILE_MAGIC.items() if data.startswith(magic)), None)
+    if head[:4] == b"RIFF":  # e.g. a WEBP image or an AVI video
+        raise _bad(path, f"a RIFF file of type {head[8:12].decode('latin-1')!r}, not WAVE audio")
+    kind = next((name for magic, name in _SOUNDFILE_MAGIC.items() if head.startswith(magic)), None)
     if kind is None and _soundfile() is None:
-        raise _bad(path, f"not a recognised audio file (starts with bytes {data[:4].hex(' ')})")
+        raise _bad(path, f"not a recognised audio file (starts with bytes {head[:4].hex(' ')})")
     return _read_soundfile(path, kind or "this file")
 
 
-def _decode_wav(data: bytes, path: Path) -> tuple[np.ndarray, int]:
+def _decode_wav(data: memoryview, path: Path) -> tuple[np.ndarray, int]:
     """Parse RIFF/WAVE chunks by hand: Python's ``wave`` module rejects float and WAVE_FORMAT_EXTENSIBLE files."""
     fmt, pcm, pos = None, None, 12
     while pos + 8 <= len(data) and (fmt is None or pcm is None):
@@ -142,7 +152,7 @@ def _decode_wav(data: bytes, path: Path) -> tuple[np.ndarray, int]:
     return _pcm_frames(pcm, dtype, channels), rate
 
 
-def _decode_raw(data: bytes, fmt: RawFormat, path: Path) -> tuple[np.ndarray, int]:
+def _decode_raw(data: memoryview, fmt: RawFormat, path: Path) -> tuple[np.ndarray, int]:
     try:
         width = np.dtype(fmt.dtype).itemsize
     except TypeError:
@@ -153,7 +163,7 @@ def _decode_raw(data: bytes, fmt: RawFormat, path: Path) -> tuple[np.ndarray, in
     return _pcm_frames(data, fmt.dtype, fmt.channels), fmt.sampling_rate
 
 
-def _pcm_frames(pcm: bytes, dtype: str, channels: int) -> np.ndarray:
+def _pcm_frames(pcm: memoryview, dtype: str, channels: int) -> np.ndarray:
     """Interleaved PCM bytes → float32 (frames, channels); a trailing partial frame is dropped."""
     if dtype == "<i3":  # 24-bit: widen each sample to the top three bytes of an int32
         n = len(pcm) // (3 * channels) * channels
@@ -168,18 +178,28 @@ def _pcm_frames(pcm: bytes, dtype: str, channels: int) -> np.ndarray:
 
 
 def _scale(samples: np.ndarray) -> np.ndarray:
-    """Integer PCM → [-1, 1) float32 (unsigned PCM is offset binary); floats pass through."""
+    """Integer PCM → [-1, 1) float32 (unsigned PCM is offset binary); floats pass through.
+
+    Computed in float32 in place: one float copy of the recording, not three float64 temporaries (an hour at
+    16 kHz is 230 MB as float32). The result equals ``float32((x - offset) / half)``: dividing by a power of two is
+    exact, and ``x - offset`` is exact in float32 for 8/16/24-bit PCM (32-bit PCM rounds to float32 once either way).
+    """
     kind = samples.dtype.kind
     if kind == "f":
         return samples.astype(np.float32)
     if kind not in "iu":
         raise InputError(f"audio samples have dtype {samples.dtype}; give float or integer PCM samples")
-    half = float(2 ** (8 * samples.dtype.itemsize - 1))
-    offset = half if kind == "u" else 0.0
-    return ((samples.astype(np.float64) - offset) / half).astype(np.float32)
+    half = 2 ** (8 * samples.dtype.itemsize - 1)
+    out = samples.astype(np.float32)
+    if kind == "u":
+        out -= np.float32(half)
+    out *= np.float32(1.0 / half)
+    return out
 
 
 def _from_array(array: np.ndarray) -> np.ndarray:
+    if array.size == 0:  # any shape (0,), (0, 2), (2, 0): load_audio reports "no audio samples"
+        return np.zeros((0, 1), np.float32)
     if array.ndim == 1:
         return _scale(array[:, None])
     if array.ndim == 2 and min(array.shape) <= 8:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from mmedge.errors import InputError, PackageError
-from mmedge.runtime.preprocess.image import ClipImagePreprocessor, ImageInput, load_image
+from mmedge.runtime.preprocess.image import ClipImagePreprocessor, ImageInput, load_image, to_rgb
 
 #: ``preprocessing.image.kind`` of the TF crop-fraction recipe; HF processor configs carry no ``kind``.
 CROP_FRACTION = "center-crop-fraction"
@@ -67,12 +67,7 @@ class CropFractionPreprocessor:
         mean, std = np.array(self.image_mean, np.float32), np.array(self.image_std, np.float32)
         out = []
         for item in images:
-            image = load_image(item)
-            if image.mode != "RGB":
-                try:
-                    image = image.convert("RGB")  # alpha dropped, palette expanded, 16-bit clipped
-                except (ValueError, OSError) as exc:
-                    raise InputError(f"cannot convert a {image.mode} image to RGB: {exc}; save it as RGB") from exc
+            image = to_rgb(load_image(item))  # alpha dropped, palette expanded, 16-bit scaled to 8
             image = image.crop(self.crop_box(image.width, image.height))
             image = image.resize((self.size, self.size), resample=Image.Resampling(self.resample))
             pixels = np.asarray(image, dtype=np.float32) * np.float32(self.rescale_factor)

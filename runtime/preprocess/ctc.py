@@ -152,11 +152,18 @@ def clean_up_tokenization(text: str) -> str:
     return text
 
 
+#: Longest clip a dynamic artifact runs in one call when no ``window_s`` is given. Self-attention memory grows with
+#: the square of the frames (an hour is 180 000 frames: hundreds of GB of attention scores), so longer recordings
+#: are cut into windows of this length; 30 s (1 500 frames) is what wav2vec2-style models see in training at most.
+MAX_WHOLE_CLIP_S = 30.0
+
+
 def window_size(window_s: float | None, samples: int, sampling_rate: int, fixed: int | None) -> int:
     """Samples per window for a clip of ``samples``: ``window_s`` seconds when given, else a static artifact's
-    ``fixed`` window, else the whole clip. A ``window_s`` longer than ``fixed`` is a ``StaticShapeError``."""
+    ``fixed`` window, else the whole clip up to ``MAX_WHOLE_CLIP_S`` (longer clips: windows of that length).
+    A ``window_s`` longer than ``fixed`` is a ``StaticShapeError``."""
     if window_s is None:
-        return fixed or max(samples, 1)
+        return fixed or max(min(samples, round(MAX_WHOLE_CLIP_S * sampling_rate)), 1)
     size = round(window_s * sampling_rate)
     if size <= 0:
         raise InputError(f"window_s must be > 0 (got {window_s}); e.g. window_s=10")

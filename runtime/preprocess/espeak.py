@@ -22,6 +22,7 @@ import threading
 import unicodedata
 
 from mmedge.errors import EngineUnavailableError, InputError
+from mmedge.runtime.preprocess.tokenizer import check_utf8
 
 INSTALL_HINT = "install espeak-ng: `apt install espeak-ng` (Debian/Ubuntu), `brew install espeak-ng` (macOS)"
 #: espeak-ng's C API constants (speak_lib.h).
@@ -78,6 +79,7 @@ def phonemize(text: str, voice: str) -> list[list[str]]:
     global _voice
     if not text.strip():
         raise InputError("the text to speak is empty; give a sentence")
+    check_utf8(text, "text to speak")
     with _lock:
         lib = _load()
         if voice != _voice:

@@ -16,24 +16,14 @@ from typing import Sequence
 
 import numpy as np
 
-from mmedge.errors import InputError
-from mmedge.runtime.preprocess.image import ImageInput, load_image
+from mmedge.runtime.preprocess.image import ImageInput, load_image, to_rgb
 
 
 def rgb_pixels(image: ImageInput) -> np.ndarray:
     """HxWx3 uint8 RGB from a path, PIL image or array: grayscale is replicated to three channels, an alpha
     channel is dropped (the colour values are kept, as face-api reads a canvas), 16-bit grayscale is scaled to
-    8 bits (Pillow's own conversion clips it to white), other modes are converted by Pillow."""
-    pil = load_image(image)
-    if pil.mode.startswith("I;16") or (pil.mode == "I" and np.asarray(pil).max(initial=0) > 255):
-        wide = np.asarray(pil).astype(np.float64)
-        return np.repeat(np.clip(np.round(wide / 257), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-    if pil.mode != "RGB":
-        try:
-            pil = pil.convert("RGB")
-        except (ValueError, OSError) as exc:
-            raise InputError(f"cannot convert a {pil.mode} image to RGB: {exc}; save it as an RGB image") from exc
-    return np.asarray(pil, dtype=np.uint8)
+    8 bits (Pillow's own conversion clips it to white), other modes are converted by Pillow (``image.to_rgb``)."""
+    return np.asarray(to_rgb(load_image(image)), dtype=np.uint8)
 
 
 def pad_to_square(pixels: np.ndarray, *, centered: bool) -> np.ndarray:

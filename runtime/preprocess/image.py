@@ -54,9 +54,9 @@ def load_image(image: ImageInput) -> Image.Image:
             image.load()
         except Exception as exc:  # noqa: BLE001 - any decoder failure is an unusable input
             raise InputError(f"cannot decode the given PIL image: {exc}; re-open it from a complete file") from exc
-        return image
+        return _non_empty(image)
     if isinstance(image, np.ndarray):
-        return _from_array(image)
+        return _non_empty(_from_array(image))
     raise InputError(
         f"unsupported image input of type {type(image).__name__}; give a file path, a PIL.Image.Image "
         "or an HxWxC uint8 numpy array"
@@ -75,15 +75,83 @@ def save_image(image: Image.Image, path: str | Path) -> Path:
     return path
 
 
+_DOWNSCALE = ("downscale or crop it first (e.g. `convert IN -resize 8000x8000 OUT`), or, for a trusted file and "
+              "enough memory, raise PIL.Image.MAX_IMAGE_PIXELS")
+
+
+def check_pixels(width: int, height: int, what: str) -> None:
+    """``InputError`` when ``width`` x ``height`` is above Pillow's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``, 89.5 megapixels by default; ``None`` turns it off).
+
+    Why Pillow's limit and not our own: it is the one knob users already know, and raising it lifts both guards.
+    Pillow itself only warns between 1x and 2x the limit and then decodes (a 10000x10000 photo is 300 MB as RGB
+    before any resize); mmedge refuses from 1x, before a byte is decoded.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        raise InputError(f"{what} is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
+                         f"{limit / 1e6:.1f} megapixels (PIL.Image.MAX_IMAGE_PIXELS, Pillow's decompression-bomb "
+                         f"guard); {_DOWNSCALE}")
+
+
 def _load_path(path: Path) -> Image.Image:
     if not path.is_file():
         raise InputError(f"image file not found: {str(path)!r}; give the path of an existing image file")
     try:
-        with Image.open(path) as opened:
+        with Image.open(path) as opened:  # reads the header only
+            check_pixels(*opened.size, f"image {str(path)!r}")
             opened.load()  # full decode now: truncated data raises here
             return ImageOps.exif_transpose(opened)  # a loaded copy, detached from the file
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning, when it is an error
+        raise InputError(f"image {str(path)!r} is too large to decode safely ({exc}); {_DOWNSCALE}") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, EOFError...
         raise _bad_file(path, exc) from exc
+
+
+def image_size(image: ImageInput) -> tuple[int, int] | None:
+    """(width, height) without decoding: from a file's header, a PIL image or an array's shape, so that a caller
+    can refuse a size before memory is spent on pixels. None where it cannot tell (a file Pillow cannot identify,
+    a 1-D array...): ``load_image`` then raises the right error. EXIF rotation is ignored (it swaps the sides, not
+    the pixel count)."""
+    if isinstance(image, np.ndarray):
+        return (int(image.shape[1]), int(image.shape[0])) if image.ndim >= 2 else None
+    if isinstance(image, Image.Image):
+        return image.size
+    if isinstance(image, (str, os.PathLike)) and Path(image).is_file():
+        try:
+            with Image.open(image) as opened:
+                return opened.size
+        except Exception:  # noqa: BLE001 - unreadable or a decompression bomb: load_image says which, typed
+            return None
+    return None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The image in RGB mode, as a model wants it: Pillow's conversion (grayscale replicated, palette expanded,
+    alpha dropped, CMYK converted), except for 16-bit grayscale (``I;16*``, or ``I`` with values above 255), which
+    Pillow clips to white and which is scaled to 8 bits here (``round(v / 257)``) instead.
+
+    That exception is a deliberate difference from transformers' processors (they call ``convert("RGB")`` and so
+    see a white image for any real 16-bit scan or depth map); every 8-bit mode gives HF's pixels.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16") or (image.mode == "I" and np.asarray(image).max(initial=0) > 255):
+        wide = np.asarray(image).astype(np.float64)
+        image = Image.fromarray(np.clip(np.round(wide / 257), 0, 255).astype(np.uint8))
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise InputError(f"cannot convert a {image.mode} image to RGB: {exc}; save it as an RGB image") from exc
+
+
+def _non_empty(image: Image.Image) -> Image.Image:
+    if image.width == 0 or image.height == 0:
+        raise InputError(f"the image is {image.width}x{image.height} pixels, it has nothing to see; give an image of "
+                         "at least 1x1 pixels")
+    return image
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -198,15 +266,14 @@ class ClipImagePreprocessor:
         return self.size["height"], self.size["width"]
 
     def _one(self, image: Image.Image) -> np.ndarray:
-        if self.do_convert_rgb and image.mode != "RGB":
-            try:
-                image = image.convert("RGB")  # what HF's convert_to_rgb does: alpha dropped, 16-bit clipped
-            except (ValueError, OSError) as exc:
-                raise InputError(f"cannot convert a {image.mode} image to RGB: {exc}; save it as RGB") from exc
+        if self.do_convert_rgb:
+            image = to_rgb(image)  # HF's convert_to_rgb (alpha dropped), but 16-bit scaled, not clipped
         if image.mode != "RGB":
             raise InputError(f"image mode is {image.mode}; give an RGB image or enable do_convert_rgb")
         if self.do_resize:
             height, width = self.output_size(image.height, image.width)
+            # A thin strip (1x20000) resized to a shortest edge of 224 would be 224x4480000: refuse, do not allocate.
+            check_pixels(width, height, f"a {image.width}x{image.height} image resized for the model")
             image = image.resize((width, height), resample=Image.Resampling(self.resample))
         pixels = np.asarray(image)  # HxWx3 uint8
         if self.do_center_crop:

@@ -15,6 +15,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from mmedge.errors import InputError, PackageError, StaticShapeError, UsageError
+from mmedge.runtime.preprocess.tokenizer import check_utf8
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -93,3 +94,5 @@ def _check_texts(texts: object) -> None:
     bad = [(i, type(t).__name__) for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise InputError(f"every text must be a str; items {bad[:5]} are not: convert them with str() first")
+    for i, text in enumerate(texts):
+        check_utf8(text, f"text #{i}")
