@@ -8,6 +8,7 @@ request, a LiteRT interpreter, a pipeline-held KV cache) gives a wrong answer he
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -75,10 +76,11 @@ def concurrently(calls: list[Callable[[], Any]]) -> list[list[Any]]:
     return results
 
 
-def check_concurrent_equals_sequential(pipe: Any, calls: list[Callable[[], Any]], same: Callable[[Any, Any], None]):
+def check_concurrent_equals_sequential(pipe: Any, calls: list[Callable[[], Any]], same: Callable[[Any, Any], None],
+                                      rounds: int = ROUNDS):
     expected = [call() for call in calls]
     probe = InFlight(pipe)
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for i, got in enumerate(concurrently(calls)):
             for result in got:
                 same(result, expected[i])
@@ -140,3 +142,22 @@ def test_chat_sessions_of_one_pipeline_keep_their_own_cache(lm_packages):
     got.append(a.send("and then?", **kw).tokens)
     b.send("and more", **kw)
     assert got == expected
+
+
+@pytest.mark.parametrize("engine, variant", [("onnxruntime", "fp32"), ("openvino", "fp32")])
+def test_whisper_transcription_from_8_threads(whisper_package, engine, variant):
+    """Encoder + KV-cache decoder (a ``CachedDecoder`` per window) on the real Whisper tiny.en: 8 threads, each
+    on its own slice of real speech, give the sequential transcripts."""
+    from mmedge.runtime.preprocess.audio import load_audio
+
+    pipe = runtime.load(whisper_package, engine=engine, variant=variant, device="x86-cpu",
+                        options=OPTIONS.get(engine))
+    speech = load_audio(Path(__file__).parents[1] / "examples" / "data" / "audio" / "librivox-0870.wav")
+    second = 16000
+    clips = [speech[i * second // 2: i * second // 2 + 2 * second] for i in range(THREADS)]  # different 2 s slices
+    calls = [lambda c=c: pipe.transcribe(c).text for c in clips]
+
+    def same(got, want):
+        assert got == want
+
+    check_concurrent_equals_sequential(pipe, calls, same, rounds=1)
