@@ -26,6 +26,8 @@ def scheme_for(wish: str, fmt: str, family: str, options: dict | None = None) ->
     conv = family in CONV_FAMILIES
     if wish == "int8" and fmt == "onnx" and conv:  # NNCF's calibration with bias correction (onnx_nncf: measured)
         options = {"tool": "nncf", **(options or {})}
+    if wish == "int4" and fmt == "tflite":  # per-channel int4 broke Whisper tiny.en (WER 5.6 -> 391 %); blocks of 32
+        options = {"block_size": 32, **(options or {})}  # on FULLY_CONNECTED/EMBEDDING_LOOKUP: 15.5 % (bench)
     if wish == "int4" and fmt == "openvino":  # embeddings and head int4 too, as ONNX's int4 does (NNCF keeps them
         options = {"all_layers": True, **(options or {})}  # int8 by default: Whisper tiny.en's decoder 0.22x)
     table = {"int8": {"onnx": "static-int8" if conv else "dynamic-int8",

@@ -51,6 +51,7 @@ def test_wish_maps_to_the_scheme_of_each_format_and_family():
     assert scheme_for("int8", "openvino", "causal-lm").mode == "int8-weights"
     assert scheme_for("int8", "openvino", "super-resolution").mode == "static-int8"
     assert scheme_for("int4", "tflite", "causal-lm").precision == "int4"
+    assert scheme_for("int4", "tflite", "whisper").options["block_size"] == 32  # per channel broke Whisper
     assert scheme_for("static-int8", "onnx", "whisper", {"per_channel": True}).options == {"per_channel": True}
     with pytest.raises(UsageError, match="choose int8, int4, fp16, auto"):
         scheme_for("int3", "onnx", "whisper")

@@ -43,11 +43,13 @@ def test_whisper_int8_keeps_wer_within_one_point(whisper, fmt):
     assert art.parity["budget"]["holds"] and art.precision == "int8"
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "tflite"])
 def test_whisper_int4_decoder_is_a_fifth_of_fp32(whisper, tmp_path, fmt):
     result = add_variant(whisper, tmp_path / "pkg", scheme_for("int4", fmt, "whisper"))
     assert _ratio(result, {"decoder"}) <= 0.2, result.sizes
-    assert result.metrics["wer"] <= result.metrics["wer_fp32"] + 10.0  # int4 on a 39M model: measured, not free
+    # int4 on a 39M model is not free: measured ONNX (blocks of 32) 7.0, OpenVINO (groups of 128) and TFLite (blocks
+    # of 32) 15.5 against fp32 5.6; TFLite per channel was 391 (hallucinated loops), the bound catches that kind
+    assert result.metrics["wer"] <= result.metrics["wer_fp32"] + 10.0
 
 
 @pytest.fixture(scope="module")
