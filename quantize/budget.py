@@ -1,5 +1,6 @@
 """Accuracy budgets: ``wer+1.0`` (at most 1.0 WER point worse than fp32), ``agreement>=0.98``, ``cosine>=0.995``,
-``psnr>=35``, ``topk>=0.9``, ``agreement-0.02`` (at most 0.02 below fp32's own agreement, which is 1).
+``psnr>=35``, ``topk>=0.9``, ``perplexity+0.5`` (decoder LMs), ``agreement-0.02`` (at most 0.02 below fp32's own
+agreement, which is 1).
 
 The metric names are those ``quantize.evaluation.score`` returns for the family's task; a budget naming a metric
 the family does not have is refused before any quantization runs.
@@ -14,9 +15,11 @@ from mmedge.errors import UsageError
 
 #: metric -> (better direction, fp32's own value or the metrics key holding it)
 METRICS = {"wer": ("lower", "wer_fp32"), "agreement": ("higher", 1.0), "exact": ("higher", 1.0),
-           "topk": ("higher", 1.0), "cosine": ("higher", 1.0), "psnr": ("higher", None)}
+           "topk": ("higher", 1.0), "cosine": ("higher", 1.0), "psnr": ("higher", None),
+           "perplexity": ("lower", "perplexity_fp32")}
 #: which metrics each task kind (``quantize.tasks.Task.kind``) produces
-KIND_METRICS = {"transcript": {"wer"}, "tokens": {"agreement", "exact"}, "labels": {"agreement", "topk", "cosine"},
+KIND_METRICS = {"transcript": {"wer"}, "tokens": {"agreement", "exact"}, "lm": {"agreement", "exact", "perplexity"},
+                "labels": {"agreement", "topk", "cosine"},
                 "image": {"psnr", "cosine"}, "waveform": {"cosine"}, "embeddings": {"cosine"}}
 _FORM = re.compile(r"^\s*([a-z]+)\s*(>=|<=|\+|-)\s*([0-9]*\.?[0-9]+)\s*$")
 

@@ -6,6 +6,8 @@ Metrics, by what the task returns:
   a known transcript both variants are scored against it and the budget compares the two WERs (``wer+1.0`` =
   at most one point worse than fp32); otherwise the fp32 transcript is the reference (fp32's WER is then 0).
 - tokens: ``agreement``, the mean share of generated tokens equal to fp32's (position by position).
+- lm (decoder LMs): the tokens metrics plus ``perplexity`` of the sample sentences themselves (teacher-forced,
+  pooled over their tokens) and ``perplexity_fp32``: ``perplexity+0.5`` allows half a point above fp32's.
 - labels: ``agreement``, the share of items (images, faces, clips) with fp32's top-1 label; ``topk`` overlap
   and the probability ``cosine`` where the task gives them.
 - waveform: ``cosine`` (mean over sentences); image: ``psnr`` in dB (mean), ``cosine``; embeddings: ``cosine``.
@@ -90,6 +92,14 @@ def compare_packages(candidate, reference, samples: Sequence[Sample], *, fmt: st
             "package_bytes": sizes, "samples": [s.name for s in samples], "engine_format": fmt}
 
 
+def _perplexity(outputs: list[dict], reference: list[dict]) -> dict[str, float]:
+    """Perplexity over every sample token (exp of the pooled mean negative log-likelihood), and fp32's."""
+    def ppl(rows: list[dict]) -> float:
+        count = sum(r["count"] for r in rows)
+        return float(np.exp(sum(r["nll"] for r in rows) / count)) if count else 1.0
+    return {"perplexity": ppl(outputs), "perplexity_fp32": ppl(reference)}
+
+
 def score(kind: str, outputs: list[dict], reference: list[dict], samples: Sequence[Sample]) -> dict[str, float]:
     """The metrics of ``outputs`` against ``reference`` (both from ``run_task`` on the same samples)."""
     if kind == "transcript":
@@ -100,6 +110,8 @@ def score(kind: str, outputs: list[dict], reference: list[dict], samples: Sequen
                     "wer_vs_fp32": _wer([o["text"] for o in outputs], [r["text"] for r in reference])}
         wer = _wer([o["text"] for o in outputs], [r["text"] for r in reference])
         return {"wer": wer, "wer_fp32": 0.0, "wer_vs_fp32": wer}
+    if kind == "lm":
+        return {**score("tokens", outputs, reference, samples), **_perplexity(outputs, reference)}
     per = [METRICS[kind](o, r) for o, r in zip(outputs, reference)]
     if kind == "tokens":
         return {"agreement": float(np.mean([p["value"] for p in per])),

@@ -30,13 +30,42 @@ IMAGE_STEPS = 4  # text-to-image: a short seeded denoising run per prompt
 @dataclass(frozen=True)
 class Task:
     modality: str  # the samples it takes: image | audio | text
-    kind: str  # accuracy.METRICS kind of ``outputs``
+    kind: str  # accuracy.METRICS kind of ``outputs`` ("lm": tokens + teacher-forced likelihood of the sample)
     call: Callable[[Any, Sample], Any]  # (pipeline, sample) -> pipeline result
     outputs: Callable[[Any, Any], dict]  # (pipeline, result) -> comparable dict
 
 
 def _tokens(_pipe, r) -> dict:
     return {"tokens": list(r.tokens), "text": r.text}
+
+
+@dataclass(frozen=True)
+class _LmResult:
+    generated: Any  # the greedy continuation (GenerationResult)
+    nll: float  # summed negative log-likelihood of the sample's own tokens, each given the ones before it
+    count: int  # how many tokens were predicted
+
+
+def _teacher_forced_nll(pipe, text: str) -> tuple[float, int]:
+    """The sample sentence fed one token at a time through a fresh KV cache: -log p(token | earlier tokens),
+    summed, in float64. One token per step works on every cache strategy (dynamic past, static decode buffer)."""
+    ids = pipe.tokenizer.encode(text)
+    decoder = pipe.new_decoder()
+    total = 0.0
+    for i in range(len(ids) - 1):
+        logits = decoder.extend(np.asarray([[ids[i]]], np.int64))[0].astype(np.float64)
+        top = logits.max()
+        total += top + np.log(np.exp(logits - top).sum()) - logits[ids[i + 1]]
+    return float(total), max(len(ids) - 1, 0)
+
+
+def _lm(pipe, sample: Sample) -> _LmResult:
+    generated = pipe.generate(sample.value, **GREEDY)  # first: calibration records the prompt prefill early
+    return _LmResult(generated, *_teacher_forced_nll(pipe, sample.value))
+
+
+def _lm_outputs(_pipe, r: _LmResult) -> dict:
+    return {**_tokens(_pipe, r.generated), "nll": r.nll, "count": r.count}
 
 
 def _crop(sample: Sample) -> np.ndarray:
@@ -73,7 +102,7 @@ def _faces(_pipe, r) -> dict:
 TASKS: dict[str, Task] = {
     "whisper": Task("audio", "transcript", lambda p, s: p.transcribe(s.value), lambda _p, r: {"text": r.text}),
     "wav2vec2-ctc": Task("audio", "transcript", lambda p, s: p.transcribe(s.value), lambda _p, r: {"text": r.text}),
-    "causal-lm": Task("text", "tokens", lambda p, s: p.generate(s.value, **GREEDY), _tokens),
+    "causal-lm": Task("text", "lm", _lm, _lm_outputs),
     "seq2seq": Task("text", "tokens", lambda p, s: p.generate(s.value, **GREEDY), _tokens),
     "vision-encoder-decoder": Task("image", "tokens", lambda p, s: p.caption(s.value, **GREEDY), _tokens),
     "blip-captioning": Task("image", "tokens", lambda p, s: p.caption(s.value, **GREEDY), _tokens),

@@ -24,6 +24,8 @@ from mmedge.quantize.samples import LIBRIVOX, samples
     ("agreement-0.05", {"agreement": 0.9}, False),
     ("psnr>=35", {"psnr": 34.9}, False),
     ("cosine>=0.995", {"cosine": 0.999}, True),
+    ("perplexity+0.5", {"perplexity": 10.4, "perplexity_fp32": 10.0}, True),
+    ("perplexity+0.5", {"perplexity": 10.6, "perplexity_fp32": 10.0}, False),
 ])
 def test_budget_holds_or_misses(text, metrics, holds):
     budget = parse_budget(text)
@@ -39,6 +41,8 @@ def test_budget_holds_or_misses(text, metrics, holds):
     ("psnr-2", None, "absolute bound"),
     ("agreement>=98", None, "between 0 and 1"),
     ("wer+1", "labels", "scored by agreement, cosine, topk"),
+    ("perplexity-1", None, "perplexity+DELTA"),
+    ("perplexity+1", "tokens", "scored by agreement, exact, not 'perplexity'"),
 ])
 def test_bad_budgets_name_the_fix(text, kind, message):
     with pytest.raises(UsageError, match=re.escape(message)):
@@ -99,3 +103,7 @@ def test_scores_pool_words_and_items():
     tokens = score("tokens", [{"tokens": [1, 2, 3]}, {"tokens": [1, 2]}], [{"tokens": [1, 2, 4]}, {"tokens": [1, 2]}],
                    [None, None])
     assert tokens["agreement"] == pytest.approx((2 / 3 + 1) / 2) and tokens["exact"] == 0.5
+    lm = score("lm", [{"tokens": [1], "nll": 2.0, "count": 2}, {"tokens": [1], "nll": 4.0, "count": 4}],
+               [{"tokens": [1], "nll": 3.0, "count": 2}, {"tokens": [2], "nll": 3.0, "count": 4}], [None, None])
+    assert lm["perplexity"] == pytest.approx(np.e) and lm["perplexity_fp32"] == pytest.approx(np.e)  # pooled
+    assert lm["agreement"] == 0.5

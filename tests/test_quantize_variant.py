@@ -41,6 +41,27 @@ def budgeted(gpt2, tmp_path_factory) -> tuple[Path, object]:
     return out, add_variant(gpt2, out, MATMULS, budget="exact>=1.0", samples=TEXT)
 
 
+
+def test_perplexity_is_transformers_loss_on_each_sample(gpt2, tiny_lm_dirs):
+    """The LM task's teacher-forced likelihood (the perplexity budget's input) on the fp32 ONNX graph equals
+    transformers' mean cross-entropy loss on the same tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mmedge.quantize.evaluation import run_task
+    from mmedge.runtime.preprocess.tokenizer import TextTokenizer
+
+    pkg = open_package(gpt2)
+    outputs = run_task(pkg, "onnx", "fp32", TEXT[:3])
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dirs["gpt2"]).eval()
+    tokenizer = TextTokenizer(pkg.path(pkg.manifest.preprocessing["text"]["tokenizer_file"]))
+    for sample, out in zip(TEXT[:3], outputs):
+        ids = torch.tensor([tokenizer.encode(sample.value)])
+        with torch.no_grad():
+            loss = model(ids, labels=ids).loss.item()
+        assert out["count"] == ids.shape[1] - 1 > 0
+        assert out["nll"] / out["count"] == pytest.approx(loss, rel=1e-4)
+
 def test_calibration_records_what_the_decoder_really_gets(gpt2):
     pkg = open_package(gpt2)
     calls, outputs = calib.record(pkg, "onnx", "fp32", TEXT[:2], per_file=8)
