@@ -83,8 +83,8 @@ def add_quantize_parser(sub) -> None:
     p.add_argument("package")
     p.add_argument("--mode", required=True, help=PRECISION_NOTE)
     p.add_argument("--formats", help="comma list (default: every format the package has in fp32)")
-    p.add_argument("--budget", help="e.g. wer+1.0, agreement>=0.98, perplexity+0.5, cosine>=0.995, psnr>=35 (missed: the most "
-                                    "sensitive layers stay float until it holds)")
+    p.add_argument("--budget", help="e.g. wer+1.0, agreement>=0.98, perplexity+0.5, cosine>=0.995, psnr>=35 "
+                                    "(missed: the most sensitive layers stay float until it holds)")
     p.add_argument("--name", help="variant name (default: the precision, e.g. int8; -static for fixed shapes)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="backend option, repeatable: per_channel=true, calibrate_method=entropy, "
