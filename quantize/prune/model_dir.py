@@ -17,6 +17,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from mmedge.errors import ExportError, UsageError
+from mmedge.exporter.families.efficientnet_lite import MODEL_TYPE as LITE_MODEL_TYPE
 from mmedge.quantize.prune import importance as imp
 from mmedge.quantize.prune.layouts import Layout, head_models, layout_for, set_field
 from mmedge.quantize.prune.spec import PruneSpec
@@ -29,7 +30,8 @@ HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 @dataclass
 class LayerChange:
-    """What one layer lost: ``kind`` is ``ffn`` (neurons) or ``heads``; ``removed`` the original unit indices."""
+    """What one layer lost: ``kind`` is ``ffn`` (neurons), ``heads`` or ``channels`` (EfficientNet-Lite block
+    hidden channels); ``removed`` the original unit indices."""
 
     stack: str
     layer: str
@@ -74,7 +76,8 @@ def prune_model_dir(src_dir: str | Path, out_dir: str | Path, spec: PruneSpec, *
                     calibration: Sequence[Mapping[str, object]] | None = None,
                     log: Callable[[str], None] | None = None) -> PruneReport:
     """Prune the model at ``src_dir`` (a HF directory, or anything ``mmedge export`` resolves: a CTranslate2
-    Whisper folder, a GGUF file, a bundled name) by ``spec`` and save it to ``out_dir``.
+    Whisper folder, a GGUF file, a bundled name) by ``spec`` and save it to ``out_dir``. An EfficientNet-Lite folder
+    loses conv channels instead (``conv_channels``: ``spec.channels`` only, magnitude importance).
 
     ``importance`` is ``magnitude`` (weights only) or ``activation`` (needs ``calibration``: a list of forward()
     input dicts, e.g. tokenized sentences, as torch tensors or numpy arrays; magnitude ignores it). ``out_dir``
@@ -91,6 +94,10 @@ def prune_model_dir(src_dir: str | Path, out_dir: str | Path, spec: PruneSpec, *
     source = resolve(src_dir)
     _check_target(out, source.directory)
     model_type = str(source.config.get("model_type"))
+    if model_type == LITE_MODEL_TYPE:  # conv channels of our own folder format, not a transformers model
+        from mmedge.quantize.prune.conv_channels import prune_efficientnet_lite
+
+        return prune_efficientnet_lite(source.directory, out, spec, importance, log)
     layout = layout_for(model_type)
     _check_spec(spec, layout, model_type)
     model, dtype = _load(source.directory, source.config)
@@ -131,8 +138,8 @@ def _check_spec(spec: PruneSpec, layout: Layout, model_type: str) -> None:
         raise UsageError(f"cannot prune heads of '{model_type}': {layout.no_heads}. Head pruning is supported for: "
                          f"{', '.join(head_models())}")
     if spec.channels:
-        raise UsageError(f"channel pruning is not available for '{model_type}' (no convolution stack to prune); "
-                         "drop channels= from the prune spec")
+        raise UsageError(f"channel pruning is not available for '{model_type}' (only EfficientNet-Lite conv "
+                         "channels are supported); drop channels= from the prune spec")
 
 
 def _load(directory: Path, config: dict) -> tuple[torch.nn.Module, torch.dtype]:
