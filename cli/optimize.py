@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mmedge.cli.compress import PRECISION_NOTE, quantize_formats
+from mmedge.cli.compress import PRECISION_NOTE, formats_with, quantize_formats
 
 
 def _say(message: str) -> None:
@@ -118,7 +118,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         manifest = open_package(out, verify=False).manifest
         static = prof.static_shapes or None  # NPUs and phones run the fixed-shape variants
         offered = [f for f, _v, p, s in manifest.variants() if p == "fp32" and (static is None or s)]
-        results = quantize_formats(out, out, wish, list(dict.fromkeys(offered)), budget=args.budget, name=None,
+        results = quantize_formats(out, out, wish, formats_with(wish, list(dict.fromkeys(offered))),
+                                   budget=args.budget, name=None,
                                    options=options, samples_dir=args.samples,
                                    calibration_dir=args.calibration, limit=args.limit, static=static)
         summary["steps"].append({"step": "quantize", "variants": [r.to_dict() for r in results]})

@@ -54,9 +54,14 @@ def backend(fmt: str):
     return importlib.import_module(f"mmedge.quantize.backends.{fmt}")
 
 
-def source_artifact(component: Component, fmt: str, static: bool | None) -> Artifact | None:
-    """The fp32 artifact of ``fmt`` to quantize: the dynamic one unless ``static`` (TFLite has only fixed shapes)."""
+def source_artifact(component: Component, fmt: str, static: bool | None, variant: str | None = None) -> Artifact | None:
+    """The fp32 artifact of ``fmt`` to quantize: ``variant`` if given, else an exported one (not a variant made
+    from another, such as ``fp32-opt``), the dynamic one unless ``static`` (TFLite has only fixed shapes)."""
     fp32 = [a for a in component.artifacts if a.format == fmt and a.precision == "fp32"]
+    if variant is not None:
+        fp32 = [a for a in fp32 if a.variant == variant]
+    else:
+        fp32 = [a for a in fp32 if "quantization" not in a.parity]
     if static is not None:
         fp32 = [a for a in fp32 if a.static == static]
     return sorted(fp32, key=lambda a: a.static)[0] if fp32 else None
@@ -81,8 +86,9 @@ class _Variant:
     def candidates(self) -> dict[str, list[str]]:
         """{source graph file: layer names the scheme would quantize} (computed once)"""
         if self._candidates is None:
-            self._candidates = {rel: list(self.backend.layers(self.pkg.file_path(rel), self.scheme))
-                                for art in self.sources.values() for rel in graph_files(art)}
+            self._candidates = {rel: list(self.backend.layers(self.pkg.file_path(rel),
+                                                              self.scheme.for_component(component)))
+                                for component, art in self.sources.items() for rel in graph_files(art)}
         return self._candidates
 
     def write(self, exclude: Sequence[str]) -> tuple[dict[str, Artifact], dict[str, dict]]:
@@ -94,11 +100,14 @@ class _Variant:
             for rel in graph_files(art):
                 dst = self.target(component, rel)
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                feeds = calib.feeds_of(self.calls.get(rel, [])) if self.scheme.calibrated else None
+                feeds = calib.feeds_of(self.calls.get(rel, [])) if self.scheme.fed else None
                 self.log(f"{self.scheme.format} {self.scheme.mode}: {rel}")
                 mine = set(self.candidates()[rel])  # each graph gets only its own layer names
-                records[rel] = self.backend.quantize_graph(self.pkg.file_path(rel), dst, self.scheme,
-                                                          calibration=feeds, exclude=[x for x in exclude if x in mine])
+                records[rel] = self.backend.quantize_graph(self.pkg.file_path(rel), dst,
+                                                          self.scheme.for_component(component), calibration=feeds,
+                                                          exclude=[x for x in exclude if x in mine])
+                if records[rel].get("fallback"):
+                    self.log(f"  fell back to {records[rel]['method']}: {records[rel]['fallback']}")
                 renamed[rel] = f"{self.folder(component)}/{dst.name}"
             written = sorted(p.relative_to(self.stage).as_posix() for p in (self.stage / self.folder(component)).rglob("*")
                              if p.is_file())
@@ -127,12 +136,14 @@ def _sizes(pkg: Package, sources: dict[str, Artifact], artifacts: dict[str, Arti
 def add_variant(package: str | Path, out_dir: str | Path, scheme: Scheme, *, name: str | None = None,
                 budget: str | Budget | None = None, samples: Sequence[Sample] | None = None,
                 calibration: Sequence[Sample] | None = None, static: bool | None = None,
-                max_excluded: float = 0.5, log: Log | None = None) -> Result:
+                source: str | None = None, max_excluded: float = 0.5, log: Log | None = None) -> Result:
     """Write ``package`` plus a ``scheme`` variant of every component to ``out_dir`` (may be the package itself).
 
     ``samples`` are the real inputs the task metric is measured on (default: the family's defaults,
     ``quantize.samples``); ``calibration`` the inputs whose recorded feeds calibrate (default: ``samples``).
-    ``max_excluded``: the sensitivity pass gives up once this share of the candidate layers is kept in float.
+    ``source``: the fp32 variant to start from (e.g. ``fp32-opt``, to quantize the ORT-optimised graph; default:
+    the exported fp32 variant). ``max_excluded``: the sensitivity pass gives up once this share of the candidate
+    layers is kept in float.
     """
     log = log or (lambda _m: None)
     if scheme.format not in MODES or scheme.mode not in MODES[scheme.format]:
@@ -143,13 +154,18 @@ def add_variant(package: str | Path, out_dir: str | Path, scheme: Scheme, *, nam
     manifest = pkg.manifest
     task = task_for(manifest.family, manifest.task)
     target = parse_budget(budget, task.kind) if isinstance(budget, str) else budget
-    sources = {n: source_artifact(c, scheme.format, static) for n, c in manifest.components.items()}
+    sources = {n: source_artifact(c, scheme.format, static, source) for n, c in manifest.components.items()}
     missing = [n for n, a in sources.items() if a is None]
+    if missing and source is not None:
+        offered = sorted({v for f, v, p, _s in manifest.variants() if f == scheme.format and p == "fp32"})
+        raise UsageError(f"components {', '.join(missing)} have no fp32 {scheme.format} variant '{source}'"
+                         f"{' with fixed shapes' if static else ''}; --source takes one of: "
+                         f"{', '.join(offered) or 'none (export the package with --formats ' + scheme.format + ')'}")
     if missing:
         raise UsageError(f"components {', '.join(missing)} have no fp32 {scheme.format} artifact to quantize; "
                          f"export the package with --formats {scheme.format}")
     is_static = next(iter(sources.values())).static
-    name = name or scheme.precision + ("-static" if is_static else "")
+    name = name or scheme.default_name + ("-static" if is_static else "")
     taken = {v for f, v, _, _ in manifest.variants() if f == scheme.format}
     if name in taken:
         raise UsageError(f"the package already has a {scheme.format} variant '{name}'; name this one with --name")

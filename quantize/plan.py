@@ -17,10 +17,22 @@ from mmedge.quantize.scheme import MODES, Scheme
 
 CONV_FAMILIES = {"image-classification", "super-resolution", "face-expression"}
 WISHES = ("int8", "int4", "fp16", "auto")
+#: ONNX ``optimized``: the ``onnxruntime.transformers`` optimizer's model type per family (or per component),
+#: "bert" where no other fits. Measured on the exported graphs: ``gpt2``'s fusions crash on the dynamo-exported
+#: GPT-2 decoder (IndexError), ``bert``'s give it the same LayerNorm/Gelu fusions and Llama's RMSNorm its
+#: SkipSimplifiedLayerNormalization; ``t5`` loses Marian's SkipLayerNormalization where ``bart`` keeps T5's;
+#: ``clip`` adds QuickGelu. None: ONNX Runtime's own passes only (convolutional nets and VAEs, whose optimizer
+#: fusions are CUDA-only ops).
+ORT_MODEL_TYPES: dict[str, str | dict | None] = {
+    "clip": "clip", "whisper": "bart", "seq2seq": "bart", "image-classification": "vit",
+    "super-resolution": "swin", "face-expression": None,
+    "text-to-image": {"text_encoder": "clip", "unet": "unet", "*": None}}
 
 
 def scheme_for(wish: str, fmt: str, family: str, options: dict | None = None) -> Scheme:
     """The scheme of ``wish`` (int8, int4, fp16, or a mode name of ``fmt``) for ``family`` on ``fmt``."""
+    if wish == "optimized" and fmt == "onnx":
+        return Scheme(fmt, wish, {"model_type": ORT_MODEL_TYPES.get(family, "bert"), **(options or {})})
     if wish in MODES.get(fmt, {}):
         return Scheme(fmt, wish, dict(options or {}))
     conv = family in CONV_FAMILIES
@@ -65,6 +77,8 @@ def parse_options(items: list[str] | None) -> dict:
         low = raw.strip().lower()
         if low in ("true", "false"):
             value = low == "true"
+        elif low in ("none", "null"):
+            value = None
         else:
             for kind in (int, float):
                 try:

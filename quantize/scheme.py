@@ -21,13 +21,19 @@ from dataclasses import dataclass, field
 
 #: mode -> manifest precision, per format. The modes are the user-facing names of ``mmedge quantize --mode``.
 MODES: dict[str, dict[str, str]] = {
-    "onnx": {"dynamic-int8": "int8", "static-int8": "int8", "fp16": "fp16", "int4": "int4"},
+    "onnx": {"dynamic-int8": "int8", "static-int8": "int8", "fp16": "fp16", "int4": "int4", "optimized": "fp32"},
     "openvino": {"static-int8": "int8", "int8-weights": "int8", "int4-weights": "int4", "fp16": "fp16"},
     "tflite": {"dynamic-int8": "int8", "int8-weights": "int8", "int4-weights": "int4", "fp16": "fp16"},
 }
 
 #: Modes whose backend needs calibration feeds.
 CALIBRATED = {("onnx", "static-int8"), ("openvino", "static-int8")}
+#: Modes that get the recorded feeds without calibrating: to check the written graph against its source.
+CHECKED = {("onnx", "optimized")}
+#: Variant names by mode where the precision alone would clash with the source variant's name.
+NAMES = {("onnx", "optimized"): "fp32-opt"}
+#: Options that may be given per component, as ``{component: value}`` (``"*"``: every other component).
+PER_COMPONENT = ("model_type",)
 #: OpenVINO weight-compression options that make it data-aware (they need calibration feeds too).
 DATA_AWARE = ("awq", "scale_estimation", "gptq")
 
@@ -51,3 +57,23 @@ class Scheme:
         int4 with AWQ, scale estimation or GPTQ)."""
         data_aware = self.format == "openvino" and any(self.options.get(k) for k in DATA_AWARE)
         return (self.format, self.mode) in CALIBRATED or data_aware
+
+    @property
+    def fed(self) -> bool:
+        """Whether the backend gets the recorded feeds: to calibrate, or to check what it wrote."""
+        return self.calibrated or (self.format, self.mode) in CHECKED
+
+    @property
+    def default_name(self) -> str:
+        return NAMES.get((self.format, self.mode), self.precision)
+
+    def for_component(self, component: str) -> Scheme:
+        """This scheme with the ``PER_COMPONENT`` options given as ``{component: value}`` resolved for
+        ``component`` (the ``"*"`` entry, else the option left out: the backend's default)."""
+        options = dict(self.options)
+        for key in PER_COMPONENT:
+            if isinstance(options.get(key), dict):
+                per = options.pop(key)
+                if component in per or "*" in per:
+                    options[key] = per.get(component, per.get("*"))
+        return Scheme(self.format, self.mode, options)

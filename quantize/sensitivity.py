@@ -71,8 +71,8 @@ def _chunk_scores(variant, candidates: dict[str, list[str]], log: Log) -> dict[s
             dst = scratch / src.name
             dst.parent.mkdir(parents=True)
             keep = set(chunk.tolist())
-            variant.backend.quantize_graph(src, dst, variant.scheme, calibration=calib.feeds_of(calls)
-                                           if variant.scheme.calibrated else None,
+            variant.backend.quantize_graph(src, dst, variant.scheme.for_component(_component_of(variant, rel)),
+                                           calibration=calib.feeds_of(calls) if variant.scheme.calibrated else None,
                                            exclude=[x for x in layers if x not in keep])
             err = graph_error(variant.scheme.format, src, dst, calls)["relative_error_mean"] or 0.0
             log(f"sensitivity {rel} chunk {i + 1}: error {err:.4g}")

@@ -52,6 +52,20 @@ def test_whisper_int4_decoder_is_a_fifth_of_fp32(whisper, tmp_path, fmt):
     assert result.metrics["wer"] <= result.metrics["wer_fp32"] + 10.0
 
 
+def test_whisper_ort_optimized_is_the_same_function_with_fused_ops(whisper, tmp_path):
+    """ONNX Runtime's graph optimisation with the ``bart`` fusions on the real encoder and decoder: the same WER,
+    graph error at float rounding, fused SkipLayerNormalization in both graphs."""
+    result = add_variant(whisper, tmp_path / "pkg", scheme_for("optimized", "onnx", "whisper"), budget="wer+0.0")
+    assert result.variant == "fp32-opt" and result.metrics["wer"] == result.metrics["wer_fp32"]
+    manifest = open_package(result.package, verify=True).manifest
+    for component in ("encoder", "decoder"):
+        art = manifest.components[component].find("onnx", "fp32-opt")
+        for rel, record in art.parity["quantization"]["records"].items():
+            assert record["model_type"] == "bart" and record["fallback"] is None, record["tried"]
+            assert record["fused_ops"].get("SkipLayerNormalization", 0) >= 4
+            assert art.parity["graph_vs_fp32"][rel]["relative_error_max"] < 1e-4
+
+
 @pytest.fixture(scope="module")
 def lite0(tmp_path_factory) -> Path:
     from mmedge.exporter.export import export

@@ -23,6 +23,11 @@ Modes and their ``Scheme.options`` (defaults in ``onnx_options.DEFAULTS``; any o
 - ``int4`` (weight-only, symmetric; see ``onnx_int4``): ``tool`` onnxruntime|nncf, ``block_size`` (32),
   ``embeddings`` (int4 embedding tables, onnxruntime), ``accuracy_level`` (MatMulNBits compute precision,
   onnxruntime), ``ratio`` (share of int4 weights, the rest int8; nncf).
+- ``optimized`` (fp32, nothing quantized: ONNX Runtime's graph optimisation with the operator fusions of
+  ``onnxruntime.transformers.optimizer`` for a model type; see ``onnx_fusion``): ``model_type`` (one of the
+  optimizer's types; None: ONNX Runtime's own passes only; ``quantize.plan`` picks one per family and component),
+  ``opt_level`` 0|1|2|99 (1: ORT's basic level, portable), ``disable`` (fusions to leave out, e.g. attention).
+  It takes no ``exclude``; the written graph is checked against ``src`` on the recorded feeds.
 
 ``exclude`` names nodes as ``layers`` lists them (node names of ``src``); they stay float.
 
@@ -59,7 +64,9 @@ HINTS = {"dynamic-int8": "try per_channel=False, exclude the node named in the m
          "static-int8": "try the other tool (tool='onnxruntime' or tool='nncf'), pre_process=False, "
                         "calibrate_method='minmax', 8-bit activations, or exclude the node named in the message",
          "fp16": "add the op type named in the message to op_block_list, or exclude the node",
-         "int4": "try the other tool (tool='nncf' or tool='onnxruntime'), or exclude the node named in the message"}
+         "int4": "try the other tool (tool='nncf' or tool='onnxruntime'), or exclude the node named in the message",
+         "optimized": "try another model_type (or model_type=None: ONNX Runtime's passes only), opt_level=1, or "
+                      "disable the fusion named in the message"}
 
 
 def layers(src: str | Path, scheme: Scheme) -> list[str]:
@@ -68,6 +75,9 @@ def layers(src: str | Path, scheme: Scheme) -> list[str]:
     import onnx
 
     opts = options(scheme)
+    if scheme.mode == "optimized":  # nothing is quantized, so there is nothing to keep in float
+        _existing(src)
+        return []
     return onnx_graph.candidates(onnx.load(str(_existing(src)), load_external_data=False), scheme.mode, opts)
 
 
@@ -203,6 +213,25 @@ def _check_runs(dst: Path, mode: str, feed: dict | None) -> None:
         raise ExportError(f"the {mode} graph {dst.name} does not run on ONNX Runtime CPU ({e}); {HINTS[mode]}") from e
 
 
+def _optimized(src: Path, model, dst: Path, opts: dict, feeds, exclude: Sequence[str]) -> dict:
+    """The ``optimized`` mode (``onnx_fusion``): an fp32 graph, so the record's quantized counts are zero."""
+    from mmedge.quantize.backends import onnx_fusion
+
+    if exclude:
+        raise UsageError("optimized quantizes nothing, so it has no layers to exclude; drop exclude")
+    try:
+        with _quiet():
+            part = onnx_fusion.optimize(src, dst, opts, feeds)
+    except Exception as e:  # noqa: BLE001 - the fusion scripts and ORT raise many types; the message has each try
+        raise ExportError(f"{_tool('optimized', opts)} could not optimise {src.name} ({e}); "
+                          f"{HINTS['optimized']}") from e
+    import onnx
+
+    written = onnx_graph.weight_bytes(onnx.load(str(dst), load_external_data=False))
+    return {"tool": _tool("optimized", opts), "mode": "optimized", **part, "excluded": [], "quantized_nodes": 0,
+            "candidates": 0, "weight_bytes": {"fp32": onnx_graph.weight_bytes(model), "optimized": written}}
+
+
 def quantize_graph(src: str | Path, dst: str | Path, scheme: Scheme, *,
                    calibration: list[dict[str, np.ndarray]] | None = None, exclude: Sequence[str] = ()) -> dict:
     """Write the ``scheme`` form of the ONNX graph ``src`` (external weights read from its folder, which is left
@@ -220,6 +249,8 @@ def quantize_graph(src: str | Path, dst: str | Path, scheme: Scheme, *,
         model = onnx.load(str(src), load_external_data=False)  # the weights only where a tool needs them
     except Exception as e:  # noqa: BLE001 - onnx raises protobuf and file errors alike
         raise ExportError(f"cannot read the ONNX graph {src} ({e}); re-export the package") from e
+    if mode == "optimized":
+        return _optimized(src, model, dst, opts, calibration, exclude)
     merged = onnx_graph.subgraph_weights(model)
     if merged:
         raise ExportError(f"{src.name} keeps weights inside If/Loop subgraphs ({', '.join(merged[:3])}: a merged "

@@ -20,24 +20,37 @@ DEFAULTS: dict[str, dict] = {
                     "tool": "onnxruntime", "fast_bias_correction": False, "model_type": None},
     "fp16": {"op_block_list": ()},
     "int4": {"tool": "onnxruntime", "block_size": 32, "embeddings": True, "accuracy_level": None, "ratio": 1.0},
+    "optimized": {"model_type": None, "opt_level": 1, "disable": ()},
 }
 CHOICES = {"weight_type": ("int8", "uint8"), "activation_type": ("uint8", "int8", "uint16", "int16"),
            "calibrate_method": ("minmax", "entropy", "percentile"), "preset": ("S8S8", "U8S8"),
            "tool": ("onnxruntime", "nncf"), "accuracy_level": (None, 0, 1, 2, 3, 4), "model_type": (None, "transformer")}
+#: Choices that differ by mode (``model_type`` of static int8 is NNCF's, of optimized ORT's optimizer's).
+MODE_CHOICES = {"optimized": {"opt_level": (0, 1, 2, 99)}}
 PRESETS = {"S8S8": ("int8", "int8"), "U8S8": ("uint8", "int8")}
 
 
-def _check(key: str, value, default):
-    """``value`` checked against the kind of ``default`` and the choices; returns it normalised."""
+def _choices(mode: str) -> dict:
+    if mode != "optimized":
+        return CHOICES
+    from mmedge.quantize.backends.onnx_fusion import model_types
+
+    return {**CHOICES, **MODE_CHOICES[mode], "model_type": (None, *model_types())}
+
+
+def _check(key: str, value, default, choices: dict):
+    """``value`` checked against the kind of ``default`` and the ``choices``; returns it normalised."""
     bad = UsageError(f"ONNX quantization option {key}={value!r} is invalid; "
-                     + (f"choose one of {CHOICES[key]}" if key in CHOICES else f"give a value like {default!r}"))
-    if key in CHOICES:
-        if value not in CHOICES[key]:
+                     + (f"choose one of {choices[key]}" if key in choices else f"give a value like {default!r}"))
+    if key in choices:
+        if value not in choices[key] or isinstance(value, bool):
             raise bad
     elif isinstance(default, bool):
         if not isinstance(value, bool):
             raise bad
     elif isinstance(default, tuple):
+        if isinstance(value, str):  # from the command line: --option disable=attention,gelu
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise bad
         return tuple(value)
@@ -64,7 +77,8 @@ def options(scheme: Scheme) -> dict:
     unknown = sorted(set(scheme.options) - set(defaults))
     if unknown:
         raise UsageError(f"ONNX {scheme.mode} has no option {', '.join(unknown)}; its options: {', '.join(defaults)}")
-    opts = {**defaults, **{k: _check(k, v, defaults[k]) for k, v in scheme.options.items()}}
+    choices = _choices(scheme.mode)
+    opts = {**defaults, **{k: _check(k, v, defaults[k], choices) for k, v in scheme.options.items()}}
     if scheme.mode == "static-int8":
         act, weight = PRESETS[opts["preset"]]
         opts["activation_type"] = opts["activation_type"] or act
@@ -76,6 +90,13 @@ def options(scheme: Scheme) -> dict:
 
         opts["op_types"] = FP16_CANDIDATES
         opts["op_block_list"] = tuple(DEFAULT_OP_BLOCK_LIST) + opts["op_block_list"]
+    if scheme.mode == "optimized":
+        from mmedge.quantize.backends.onnx_fusion import fusion_names
+
+        unknown = [name for name in opts["disable"] if name not in fusion_names()]
+        if unknown:
+            raise UsageError(f"optimized: disable names unknown fusions {', '.join(unknown)}; choose from "
+                             f"{', '.join(fusion_names())}")
     if scheme.mode == "int4" and opts["tool"] == "onnxruntime" and opts["ratio"] != 1.0:
         raise UsageError("int4 ratio (int4 for part of the weights, int8 for the rest) needs tool='nncf'")
     return opts
