@@ -93,6 +93,23 @@ def cmd_emotion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parity_text(parity: dict) -> str:
+    """One line on how an artifact was checked: against PyTorch (exported), or against the variant it was made
+    from (quantized or optimised: mode, graph error, task metric)."""
+    quant = parity.get("quantization")
+    if quant:
+        errors = [g.get("relative_error_max") for g in (parity.get("graph_vs_fp32") or {}).values()]
+        errors = [e for e in errors if e is not None]
+        metrics = ((parity.get("task_metric") or {}).get("metrics") or {})
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if not k.endswith("_fp32"))
+        return (f"{quant.get('mode')} of {quant.get('source_variant')}"
+                + (f": graph error {max(errors):.1e}" if errors else "") + (f"; {shown}" if shown else ""))
+    if not parity.get("passed"):
+        return "parity not recorded"
+    worst = max((max(c["max_abs_diff"].values()) for c in parity.get("checks", [])), default=None)
+    return "parity ok" + (f" (max abs diff {worst:.1e})" if worst is not None else "")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from mmedge.runtime import open_package
 
@@ -108,10 +125,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"component {comp.name}: {comp.description}")
             for a in comp.artifacts:
                 ins = ", ".join(f"{t.name}:{t.dtype}{list(t.shape)}" for t in a.inputs)
-                ok = "parity ok" if a.parity.get("passed") else "parity not recorded"
-                worst = max((max(c["max_abs_diff"].values()) for c in a.parity.get("checks", [])), default=None)
-                print(f"  {a.format:8s} {a.variant:12s} {a.file}  [{ins}]  {ok}"
-                      + (f" (max abs diff {worst:.1e})" if worst is not None else ""))
+                print(f"  {a.format:8s} {a.variant:12s} {a.file}  [{ins}]  {_parity_text(a.parity)}")
         if args.verify:
             print("verify: " + ("all %d files intact" % len(m.files) if not problems else "; ".join(problems)))
     return 3 if problems else 0

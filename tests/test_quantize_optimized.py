@@ -70,6 +70,23 @@ def test_clip_towers_get_the_clip_fusions_and_stay_the_same_function(clip_opt):
         assert art.parity["task_metric"]["metrics"]["agreement"] == 1.0
 
 
+def test_info_says_what_each_variant_was_checked_against(clip_opt, capsys):
+    assert main(["info", str(clip_opt)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    opt = [line for line in lines if " fp32-opt " in line]
+    assert len(opt) == 2 and all("optimized of fp32: graph error" in line and "agreement 1" in line for line in opt)
+    assert any(" fp32 " in line and "parity ok (max abs diff" in line for line in lines)
+
+
+def test_a_format_mode_keeps_to_the_formats_that_have_it(capsys):
+    from mmedge.cli.compress import formats_with
+
+    assert formats_with("optimized", ["onnx", "openvino", "tflite"]) == ["onnx"]
+    assert "optimized is a mode of onnx only: openvino, tflite left as they are" in capsys.readouterr().out
+    assert formats_with("int8", ["onnx", "openvino"]) == ["onnx", "openvino"]
+    assert formats_with("int2", ["onnx"]) == ["onnx"]  # unknown: scheme_for names the valid ones
+
+
 def test_the_optimized_variant_runs_and_gives_the_fp32_probabilities(clip_opt, photos):
     opt = runtime.load(clip_opt, engine="onnxruntime", variant="fp32-opt")
     fp32 = runtime.load(clip_opt, engine="onnxruntime", variant="fp32")
