@@ -79,7 +79,9 @@ def _mismatch(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> float
 
 def _write(src: Path, dst: Path, model_type: str | None, opts: dict) -> dict:
     """One optimisation of ``src`` into ``dst``: the optimizer's fusions for ``model_type``, or ONNX Runtime's own
-    passes alone when it is None. Returns the fused op counts and the files written."""
+    passes alone when it is None. Returns ``fusion_op_counts`` (the optimizer's statistics: how many nodes of
+    each fused op type the written graph holds; ONNX's own LayerNormalization counts too where the exporter wrote
+    it, so compare with the source to see what was fused) and the files written."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     if model_type is None:
@@ -89,7 +91,7 @@ def _write(src: Path, dst: Path, model_type: str | None, opts: dict) -> dict:
         model = optimize_model(str(src), model_type=model_type, opt_level=opts["opt_level"],
                                optimization_options=_fusion_options(model_type, opts["disable"]))
     fused = {op: n for op, n in sorted(model.get_fused_operator_statistics().items()) if n}
-    return {"fused_ops": fused, "files": onnx_graph.save(model.model, dst)}
+    return {"fusion_op_counts": fused, "files": onnx_graph.save(model.model, dst)}
 
 
 def optimize(src: Path, dst: Path, opts: dict, feeds: list[dict[str, np.ndarray]] | None) -> dict:
@@ -116,7 +118,8 @@ def optimize(src: Path, dst: Path, opts: dict, feeds: list[dict[str, np.ndarray]
                                                                          else f" model_type={model_type}"),
                 "model_type": model_type, "opt_level": level, "portable": level <= 1,
                 "runs_on": "ONNX Runtime CPU and CUDA" if level <= 1 else "ONNX Runtime on the CPU it was made on",
-                "disabled_fusions": [*GPU_ONLY, *opts["disable"]], "weights": "fp32", "activations": "fp32",
+                "disabled_fusions": [] if model_type is None else [*GPU_ONLY, *opts["disable"]],
+                "weights": "fp32", "activations": "fp32",
                 "fallback": tried[0]["error"] if len(tried) > 1 else None, "tried": tried,
                 "onnxruntime": onnxruntime.__version__, **part}
     reasons = "; ".join(f"{t['model_type'] or 'onnxruntime only'}: {t['error']}" for t in tried)
