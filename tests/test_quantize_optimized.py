@@ -7,6 +7,7 @@ really crash on our GPT-2 decoder (``gpt2``: IndexError)."""
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +28,10 @@ TEXT = samples("text", limit=4)
 LABELS = ["a photo of a cat", "a photo of a rocket", "a cup of coffee"]
 
 
-def ops(path: Path) -> dict[str, int]:
+def ops(path: Path) -> Counter[str]:
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
+    return Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def record(pkg: Path, component: str, variant: str) -> dict:
