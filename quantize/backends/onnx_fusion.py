@@ -58,15 +58,19 @@ def _fusion_options(model_type: str, disable: tuple[str, ...]):
     return fusion
 
 
-def _mismatch(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> float | None:
-    """The worst relative L2 error of ``dst``'s float outputs vs ``src``'s over ``feeds`` (None without feeds:
-    then ``dst`` is only loaded)."""
+def _outputs(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    """``path`` loaded on ONNX Runtime CPU and run on each feed (loading alone checks a graph without feeds)."""
     import onnxruntime as ort
 
-    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, dst)]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return [session.run(None, feed) for feed in feeds]
+
+
+def _mismatch(dst: Path, feeds: list[dict[str, np.ndarray]], reference: list[list[np.ndarray]]) -> float | None:
+    """The worst relative L2 error of ``dst``'s float outputs vs the source's ``reference`` outputs over ``feeds``
+    (None without feeds: then ``dst`` is only loaded)."""
     worst = 0.0
-    for feed in feeds:
-        want, got = (s.run(None, feed) for s in sessions)
+    for want, got in zip(reference, _outputs(dst, feeds)):
         for w, g in zip(want, got):
             if w.dtype.kind != "f":
                 continue
@@ -100,11 +104,13 @@ def optimize(src: Path, dst: Path, opts: dict, feeds: list[dict[str, np.ndarray]
     Returns the record part; raises RuntimeError with every attempt's reason when none holds."""
     import onnxruntime
 
+    feeds = feeds or []
+    reference = _outputs(src, feeds)  # once, for every attempt
     tried: list[dict] = []
     for model_type in dict.fromkeys([opts["model_type"], None]):
         try:
             part = _write(src, dst, model_type, opts)
-            error = _mismatch(src, dst, feeds or [])
+            error = _mismatch(dst, feeds, reference)
             if error is not None and not error <= TOLERANCE:
                 raise ValueError(f"outputs differ from the source graph (relative error {error:.2e} > {TOLERANCE})")
         except Exception as e:  # noqa: BLE001 - the fusion scripts raise IndexError, KeyError, ORT errors alike
